@@ -1,0 +1,133 @@
+"""Measurements of a model: parameters, FLOPs, sparsity, latency, file size.
+
+FLOPs are thop's count of multiply-accumulates (MACs), the convention of thop
+and of most pruning papers; reductions are ratios, so the factor 2 between
+MACs and FLOPs cancels out.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import statistics
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, example_inputs: torch.Tensor) -> int:
+    """thop MACs for one forward pass on ``example_inputs``.
+
+    Profiles a copy: thop adds buffers and hooks that must never reach the
+    model that gets saved or pruned.
+    """
+    import thop
+
+    probe = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        macs, _ = thop.profile(probe, inputs=(example_inputs,), verbose=False)
+    return int(macs)
+
+
+def prunable_weights(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, torch.Tensor]:
+    """Conv and linear weights outside ``ignored``: what unstructured sparsity is measured over."""
+    skip = {id(p) for m in ignored for p in m.parameters()}
+    return {
+        f"{name}.weight": m.weight
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)) and id(m.weight) not in skip
+    }
+
+
+def sparsity(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> float:
+    """Fraction of prunable weights that are exactly zero."""
+    weights = prunable_weights(model, ignored)
+    total = sum(w.numel() for w in weights.values())
+    zeros = sum(int((w == 0).sum()) for w in weights.values())
+    return zeros / total if total else 0.0
+
+
+@dataclass
+class Latency:
+    median_ms: float
+    mean_ms: float
+    runs: int
+    warmup: int
+    threads: int
+    input_shape: tuple[int, ...]
+    device: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def measure_latency(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    runs: int = 10,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> Latency:
+    """Median wall time of a forward pass, after warm-up, with a stated thread count."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        model = model.eval()
+        device = next(model.parameters()).device
+        x = example_inputs.to(device)
+        times: list[float] = []
+        with torch.inference_mode():
+            for i in range(warmup + runs):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                model(x)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if i >= warmup:
+                    times.append((time.perf_counter() - start) * 1000)
+        return Latency(
+            median_ms=statistics.median(times),
+            mean_ms=statistics.fmean(times),
+            runs=runs,
+            warmup=warmup,
+            threads=torch.get_num_threads(),
+            input_shape=tuple(x.shape),
+            device=str(device),
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size of the saved ``state_dict``: what a dense file on disk costs."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def compressed_bytes(model: nn.Module) -> int:
+    """Size of the ``state_dict`` file deflated: zeros of unstructured pruning shrink it."""
+    raw = io.BytesIO()
+    torch.save(model.state_dict(), raw)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        zf.writestr("model.pt", raw.getvalue())
+    return packed.getbuffer().nbytes
+
+
+def reduction(before: float, after: float) -> float:
+    """Fraction removed: 0.4 means 40% fewer."""
+    return 1.0 - after / before if before else 0.0
+
+
+def shapes(model: nn.Module) -> Sequence[tuple[str, tuple[int, ...]]]:
+    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
