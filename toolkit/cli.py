@@ -44,9 +44,125 @@ def _add_plugins(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plugins)
 
 
+def _add_run_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> None:
+    """Options shared by train/prune/compare; unset ones keep the config's value."""
+    p.add_argument("--config", help="TOML file with settings (command-line options override it)")
+    p.add_argument("--arch", help="unet, unetplusplus, fpn, linknet, manet (default fpn)")
+    p.add_argument("--encoder", help="smp encoder name (default resnet101, as in the research)")
+    p.add_argument("--encoder-weights", help="none (default), imagenet, or PATH to an encoder state_dict")
+    p.add_argument("--data", help="synthetic (default, generated), magnetic-tile, or FORMAT:PATH / PATH")
+    p.add_argument("--image-size", type=int, help="training size in pixels, a multiple of 32 (default 128)")
+    p.add_argument("--limit", type=int, help="read at most this many images (quick runs)")
+    p.add_argument("--binary", action="store_true", default=None, help="defect / no-defect instead of one class per defect")
+    p.add_argument("--skip-bad", action="store_true", default=None, help="skip (and report) unreadable files instead of stopping")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="default 4")
+    p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (quick runs)")
+    for stage in epochs:
+        p.add_argument(f"--epochs-{stage}" if len(epochs) > 1 else "--epochs", dest=f"epochs_{stage}", type=int,
+                       help=f"epochs of the {stage} stage")
+    p.add_argument("--out", help="run folder; an existing one is resumed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _config_from(args: argparse.Namespace, **extra: object):
+    from toolkit.config import load_config
+
+    train = {k: v for k, v in {
+        "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch,
+        "seed": args.seed, "progress": False if args.no_progress else None,
+    }.items() if v is not None}
+    overrides = {name: getattr(args, name, None) for name in (
+        "arch", "encoder", "encoder_weights", "data", "image_size", "limit", "binary", "skip_bad", "seed",
+        "epochs_train", "epochs_prune", "epochs_finetune",
+    )}
+    return load_config(args.config, **overrides, **extra, train=train or None)
+
+
+def _out_dir(args: argparse.Namespace, name: str):
+    import time
+    from pathlib import Path
+
+    return Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from toolkit.config import write_config
+    from toolkit.pipeline import build_workbench, describe, train_dense, write_json
+    from toolkit.plots import plot_curves
+
+    cfg = _config_from(args)
+    out = _out_dir(args, f"train-{cfg.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "config.toml")
+    wb = build_workbench(cfg)
+    print(f"data: {wb.splits.description}; train/val/test = {len(wb.splits.train)}/{len(wb.splits.val)}/{len(wb.splits.test)}")
+    dense = train_dense(wb, out)
+    stats = describe(dense.model, wb)
+    stats.update(arch=cfg.arch, encoder=cfg.encoder, dataset=cfg.data, classes=wb.splits.class_names,
+                 history=[h.__dict__ for h in dense.history], time_train_s=dense.seconds)
+    write_json(stats, out / "metrics.json")
+    plot_curves(dense.history, out / "curves.png", title=f"{cfg.arch} ({cfg.encoder}) on {cfg.data}")
+    print(f"test mean IoU {stats['test_iou']:.4f}; params {stats['params']:,}; wrote {out}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a dense segmentation model", description="Train a dense model and write a run folder (config, metrics CSV/JSON, checkpoints, curve plot).")
+    _add_run_options(p, ("train",))
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from toolkit.pipeline import run_prune_pipeline
+    from toolkit.plugins import get_registry
+
+    get_registry().get(args.plugin)  # unknown names fail before any work
+    options = _plugin_options(args.option)
+    cfg = _config_from(args, plugin=args.plugin, sparsity=args.sparsity, checkpoint=args.checkpoint,
+                       pruning_steps=args.pruning_steps, plugin_options=options or None)
+    out = _out_dir(args, f"prune-{cfg.arch}-{cfg.plugin}")
+    r = run_prune_pipeline(cfg, out)
+    print(
+        f"{r['plugin']} ({r['kind']}) at {r['target_sparsity']:.0%}: sparsity {r['achieved_sparsity']:.3f}, "
+        f"params -{r['params_reduction']:.1%}, FLOPs -{r['flops_reduction']:.1%}, "
+        f"latency x{r['latency_speedup']:.2f}, test IoU {r['test_iou_dense']:.4f} -> {r['test_iou_pruned']:.4f}; wrote {out}"
+    )
+    return 0
+
+
+def _plugin_options(pairs: list[str] | None) -> dict[str, object]:
+    """``-o key=value`` pairs; values are read as TOML scalars (never evaluated as code)."""
+    import tomllib
+
+    from toolkit.errors import UsageError
+
+    options: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"plugin option {pair!r} must look like key=value")
+        try:
+            options[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="train (or load) -> prune -> fine-tune one model", description="Run the three-stage pipeline with one pruner plugin and write a run folder with before/after parameters, FLOPs, sparsity, latency, curves and test IoU.")
+    p.add_argument("--plugin", required=True, help="pruner name (see 'toolkit plugins')")
+    p.add_argument("--sparsity", type=float, help="target sparsity / pruning rate in [0, 1) (default 0.5)")
+    p.add_argument("--pruning-steps", type=int, help="n_p: number of pruning steps for gradual pruners (default 10)")
+    p.add_argument("--checkpoint", help="dense checkpoint from 'toolkit train' (dense.pt): skip training")
+    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="pruner option, e.g. -o criterion=magnitude")
+    _add_run_options(p, ("train", "prune", "finetune"))
+    p.set_defaults(func=_cmd_prune)
+
+
 def _subcommand_adders() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Every subcommand, in the order ``--help`` lists them."""
-    return [_add_plugins]
+    return [_add_plugins, _add_train, _add_prune]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,135 @@
+"""One typed config for a run, readable from TOML and overridable from the CLI.
+
+Every run writes the config it used (``config.toml``) into its folder, so a
+result can always be traced back to its settings. TOML is parsed with
+``tomllib``: config text is data, never code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from toolkit.errors import UsageError
+from toolkit.training import TrainConfig
+
+
+@dataclass
+class RunConfig:
+    """train -> prune -> fine-tune of one model on one dataset with one pruner."""
+
+    arch: str = "fpn"
+    encoder: str = "resnet101"  # the corrosion study's encoder
+    encoder_weights: str = "none"  # none | imagenet | PATH
+    data: str = "synthetic"
+    image_size: int = 128
+    limit: int | None = None  # cap on images read, for quick runs
+    binary: bool = False
+    skip_bad: bool = False
+    seed: int = 0
+    epochs_train: int = 100
+    epochs_prune: int = 50
+    epochs_finetune: int = 100
+    checkpoint: str | None = None  # a trained dense checkpoint: skip training
+    plugin: str | None = None
+    sparsity: float = 0.5
+    pruning_steps: int = 10  # n_p
+    plugin_options: dict[str, Any] = field(default_factory=dict)
+    latency_runs: int = 10
+    latency_threads: int = 1
+    latency_size: int | None = None  # input side for latency; None = image_size
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        if not 0.0 <= self.sparsity < 1.0:
+            raise UsageError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.image_size < 32 or self.image_size % 32:
+            raise UsageError(f"image size must be a multiple of 32 (encoders downsample by 32), got {self.image_size}")
+        for name in ("epochs_train", "epochs_prune", "epochs_finetune"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', '-')} must be >= 0")
+        if self.pruning_steps < 1:
+            raise UsageError("pruning-steps must be >= 1")
+        if self.train.batch_size < 1:
+            raise UsageError("batch-size must be >= 1")
+        return self
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if value is None:
+        return None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and args:
+        return _coerce(value, args[0], where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UsageError(f"{where}: expected true/false, got {value!r}")
+    if hint in (int, float, str):
+        try:
+            return hint(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def update(obj: Any, values: dict[str, Any], where: str = "config") -> Any:
+    """Set dataclass fields from plain values, checking names and types."""
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise UsageError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(names))}")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}.{key}: expected a table")
+            update(current, value, f"{where}.{key}")
+        elif name == "plugin_options":
+            if not isinstance(value, dict):
+                raise UsageError(f"{where}.{key}: expected a table")
+            current.update(value)
+        else:
+            setattr(obj, name, _coerce(value, hints[name], f"{where}.{key}"))
+    return obj
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    cfg = RunConfig()
+    if path:
+        update(cfg, read_toml(path), str(path))
+    update(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    return cfg.validate()
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def write_config(cfg: Any, path: Path) -> None:
+    data = _drop_none(to_dict(cfg))
+    path.write_text(tomli_w.dumps(data))
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """TOML has no null: a missing key reads back as the default None."""
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}

@@ -1,0 +1,244 @@
+"""Training with the corrosion study's settings: Tversky loss, SGD with momentum,
+cyclical learning rate, validation IoU every epoch with an EMA for the curves.
+
+``Trainer`` is also the toolkit's ``StepTrainer``: gradual pruners call
+``trainer(model, steps, after_backward=..., after_step=...)`` to interleave
+their scoring and masking with real optimisation steps.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from toolkit.metrics import IoU, IoUMeter
+
+
+@dataclass
+class TrainConfig:
+    """Defaults are the research's; tests and the demo shrink epochs and steps."""
+
+    batch_size: int = 4
+    momentum: float = 0.5
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    clr_step: int = 2000  # iterations from lr_min to lr_max (half a cycle)
+    tversky_alpha: float = 0.5
+    tversky_beta: float = 0.5
+    ema_alpha: float = 0.1
+    include_background: bool = False  # in the mean IoU
+    max_steps_per_epoch: int | None = None  # cap for quick runs
+    workers: int = 0
+    seed: int = 0
+    progress: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loss(cfg: TrainConfig) -> nn.Module:
+    return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type = torch.optim.SGD) -> torch.optim.Optimizer:
+    """SGD with momentum; ``optimizer_cls`` lets NNI pass its traced SGD."""
+    return optimizer_cls(model.parameters(), lr=cfg.lr_min, momentum=cfg.momentum)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.CyclicLR:
+    return torch.optim.lr_scheduler.CyclicLR(
+        optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
+    )
+
+
+def ema(values: list[float], alpha: float) -> list[float]:
+    """Exponential moving average, ``s_t = alpha * x_t + (1 - alpha) * s_{t-1}``; NaNs are carried over."""
+    out: list[float] = []
+    for v in values:
+        if not out or math.isnan(out[-1]):
+            out.append(v)
+        elif math.isnan(v):
+            out.append(out[-1])
+        else:
+            out.append(alpha * v + (1 - alpha) * out[-1])
+    return out
+
+
+@dataclass
+class EpochRecord:
+    stage: str
+    epoch: int
+    loss: float
+    val_iou: float
+    val_iou_ema: float
+    lr: float
+    seconds: float
+
+
+class Trainer:
+    """Owns the data loaders, loss and optimiser settings of one run."""
+
+    def __init__(self, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.loss_fn = make_loss(cfg)
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.train_loader = DataLoader(
+            train_set, batch_size=cfg.batch_size, shuffle=True, generator=g,
+            drop_last=len(train_set) > cfg.batch_size, num_workers=cfg.workers,
+        )
+        self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+        self._batches: Iterator | None = None
+
+    # -- one step at a time (the StepTrainer protocol) -------------------------
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._batches is None:
+            self._batches = iter(self.train_loader)
+        try:
+            return next(self._batches)
+        except StopIteration:
+            self._batches = iter(self.train_loader)
+            return next(self._batches)
+
+    def __call__(
+        self,
+        model: nn.Module,
+        steps: int,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        after_backward: Callable[[nn.Module], None] | None = None,
+        after_step: Callable[[nn.Module, int], None] | None = None,
+    ) -> None:
+        optimizer = optimizer or make_optimizer(model, self.cfg)
+        model.train()
+        for i in range(steps):
+            x, y = self._next_batch()
+            self.train_step(model, optimizer, x, y, after_backward)
+            if after_step:
+                after_step(model, i)
+
+    def train_step(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+        after_backward: Callable[[nn.Module], None] | None = None,
+    ) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(model(x), y)
+        loss.backward()
+        if after_backward:
+            after_backward(model)
+        optimizer.step()
+        return float(loss.detach())
+
+    # -- evaluation --------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader | None = None) -> IoU:
+        model.eval()
+        meter = IoUMeter(self.num_classes, self.cfg.include_background)
+        for x, y in loader or self.val_loader:
+            meter.update(model(x), y)
+        return meter.compute()
+
+    def score(self, model: nn.Module) -> float:
+        """Validation mean IoU: the evaluator pruners use to decide when to stop."""
+        return self.evaluate(model).mean
+
+    # -- whole epochs, with checkpoints ------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        epochs: int,
+        stage: str,
+        out_dir: Path | None = None,
+        after_step: Callable[[nn.Module, int], None] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> list[EpochRecord]:
+        """Train ``epochs`` epochs, validating after each; resumable from ``out_dir``.
+
+        Writes ``{stage}_last.pt`` (model, optimiser, scheduler, history) every
+        epoch and ``{stage}_best.pt`` when validation IoU improves, so an
+        interrupted stage restarts from its last finished epoch.
+        """
+        cfg = self.cfg
+        optimizer = optimizer or make_optimizer(model, cfg)
+        scheduler = make_scheduler(optimizer, cfg)
+        history: list[EpochRecord] = []
+        best = -math.inf
+        start = 0
+        last_path = out_dir / f"{stage}_last.pt" if out_dir else None
+        if last_path and last_path.exists():
+            state = torch.load(last_path, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history = [EpochRecord(**h) for h in json.loads(state["history"])]
+            best, start = state["best"], state["epoch"]
+            torch.set_rng_state(state["rng"])
+        steps_per_epoch = len(self.train_loader)
+        if cfg.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            model.train()
+            losses = []
+            bar = tqdm(range(steps_per_epoch), desc=f"{stage} {epoch + 1}/{epochs}", leave=False, disable=not cfg.progress)
+            for i in bar:
+                x, y = self._next_batch()
+                losses.append(self.train_step(model, optimizer, x, y))
+                scheduler.step()
+                if after_step:
+                    after_step(model, i)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            val = self.evaluate(model).mean
+            previous = [h.val_iou for h in history] + [val]
+            record = EpochRecord(
+                stage, epoch + 1, float(np.mean(losses)) if losses else float("nan"), val,
+                ema(previous, cfg.ema_alpha)[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
+            )
+            history.append(record)
+            if out_dir:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                if not math.isnan(val) and val > best:
+                    best = val
+                    atomic_save({"model": model.state_dict(), "epoch": epoch + 1, "val_iou": val}, out_dir / f"{stage}_best.pt")
+                atomic_save(
+                    {
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
+                        "history": json.dumps([asdict(h) for h in history]), "rng": torch.get_rng_state(),
+                    },
+                    last_path,
+                )
+                write_history(history, out_dir / f"{stage}_metrics.csv")
+        return history
+
+
+def atomic_save(obj: object, path: Path) -> None:
+    """Write to a temporary file and rename, so an interrupted save never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def write_history(history: list[EpochRecord], path: Path) -> None:
+    rows = [asdict(h) for h in history]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["stage"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
