@@ -160,9 +160,94 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_prune)
 
 
+def _split(text: str | None, cast: Callable[[str], object] = str) -> list | None:
+    from toolkit.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from toolkit.compare import load_grid, run_grid
+    from toolkit.errors import UsageError
+    from toolkit.plugins import parse_names
+    from toolkit.report import write_report
+
+    epochs = _split(args.epochs, int)
+    if epochs is not None and len(epochs) not in (1, 3):
+        raise UsageError("--epochs takes one number (every stage) or three: train,prune,finetune")
+    if epochs and len(epochs) == 1:
+        epochs = epochs * 3
+    run = {
+        "encoder": args.encoder, "encoder_weights": args.encoder_weights, "image_size": args.image_size,
+        "limit": args.limit, "seed": args.seed, "binary": args.binary, "skip_bad": args.skip_bad,
+        "pruning_steps": args.pruning_steps,
+        **(dict(zip(("epochs_train", "epochs_prune", "epochs_finetune"), epochs)) if epochs else {}),
+        "train": {k: v for k, v in {"batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch,
+                                     "progress": False if args.no_progress else None}.items() if v is not None},
+    }
+    grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
+                     sparsities=_split(args.sparsities, float), datasets=_split(args.datasets), run=run)
+    parse_names(",".join(grid.plugins))  # unknown pruners: one line, exit 2, before any work
+    out = Path(args.out)
+    rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force)
+    report = write_report(out)
+    failed = sum(r["status"] != "ok" for r in rows.values())
+    print(f"{len(rows) - failed} cells ok, {failed} failed; report: {report}")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="run the benchmark grid and write tables and plots",
+        description="Run model x pruner x sparsity x dataset (train once per model and dataset, prune many), "
+        "then write report.md, results.csv/.tex/.jsonl and plots. Re-running the same command resumes: finished cells are skipped.",
+    )
+    p.add_argument("--config", help="grid TOML (see benchmarks/grid-*.toml); options below override it")
+    p.add_argument("--plugins", help="comma list of pruners (default fpgm,l1,agp)")
+    p.add_argument("--archs", help="comma list of architectures (default fpn,unet)")
+    p.add_argument("--sparsities", help="comma list, e.g. 0.2,0.5,0.9 (default 0.5,0.75)")
+    p.add_argument("--datasets", help="comma list of datasets (default synthetic)")
+    p.add_argument("--epochs", help="epochs per stage: N, or train,prune,finetune")
+    p.add_argument("--encoder", help="smp encoder (demo default resnet18)")
+    p.add_argument("--encoder-weights", help="none, imagenet or PATH")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--limit", type=int, help="read at most this many images per dataset")
+    p.add_argument("--binary", action="store_true", default=None)
+    p.add_argument("--skip-bad", action="store_true", default=None)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--pruning-steps", type=int)
+    p.add_argument("--out", default="runs/compare", help="run folder (default runs/compare); an existing one is resumed")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    p.add_argument("--force", action="store_true", help="resume even if the folder was made with other settings")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from toolkit.report import write_report
+
+    print(f"report: {write_report(args.run_dir)}")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write tables and plots of a compare run", description="Write report.md, results.md/.csv/.tex and plots from RUN_DIR/results.jsonl.")
+    p.add_argument("run_dir", help="a folder written by 'toolkit compare'")
+    p.set_defaults(func=_cmd_report)
+
+
 def _subcommand_adders() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Every subcommand, in the order ``--help`` lists them."""
-    return [_add_plugins, _add_train, _add_prune]
+    return [_add_plugins, _add_train, _add_prune, _add_compare, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,134 @@
+"""`toolkit compare` end to end: the grid, resuming, failed rows, tables and plots."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import toolkit.compare as compare
+from toolkit import PrunerSpec, hookimpl
+from toolkit.cli import main
+from toolkit.compare import load_grid, run_grid
+from toolkit.plugins import get_registry
+from toolkit.report import write_report
+
+
+class Exploding:
+    def prune(self, request):
+        raise RuntimeError("this pruner always fails")
+
+
+class ExplodingPlugin:
+    @hookimpl
+    def register_pruners(self, register):
+        register(PrunerSpec("exploding", "structured", "test", "raises on purpose", Exploding))
+
+
+@pytest.fixture
+def exploding_plugin():
+    registry = get_registry()
+    registry.register(ExplodingPlugin(), name="exploding-plugin")
+    yield
+    registry.unregister("exploding-plugin")
+
+
+def tiny_grid(**overrides):
+    run = {"encoder": "resnet18", "image_size": 32, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
+           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2,
+           "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
+    return load_grid(None, archs=["fpn", "linknet"], plugins=["l1", "level"], sparsities=[0.3, 0.6],
+                     datasets=["synthetic"], examples=2, run=run, **overrides)
+
+
+def test_grid_resumes_without_recomputing_or_losing_cells(tmp_path, monkeypatch):
+    grid = tiny_grid()
+    calls = []
+    real_run_cell = compare.run_cell
+
+    def counting_run_cell(cell, *args, **kwargs):
+        calls.append(cell.id)
+        return real_run_cell(cell, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "run_cell", counting_run_cell)
+
+    def interrupt_after_three(cell, row):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C part-way through the grid
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(grid, tmp_path, on_cell=interrupt_after_three)
+    first = list(calls)
+    assert len(first) == 3
+    saved = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["cell"] for r in saved] == first, "every finished cell is on disk after the interrupt"
+
+    calls.clear()
+    rows = run_grid(grid, tmp_path)
+    assert not set(calls) & set(first), "finished cells must not be recomputed"
+    assert len(calls) == 5 and len(rows) == 8
+    assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
+    # Train once, prune many: one dense model per architecture.
+    assert sorted(p.parent.name for p in (tmp_path / "dense").glob("*/dense.pt")) == ["fpn__synthetic", "linknet__synthetic"]
+
+    by_cell = {r["cell"]: r for r in rows.values()}
+    structured = by_cell["fpn__synthetic__l1__0.6"]
+    assert structured["params_pruned"] < structured["params_dense"]
+    assert structured["flops_reduction"] > 0.3
+    unstructured = by_cell["fpn__synthetic__level__0.6"]
+    assert unstructured["params_pruned"] == unstructured["params_dense"]
+    assert unstructured["sparsity_pruned"] == pytest.approx(0.6, abs=0.01)
+    assert unstructured["zip_bytes_pruned"] < unstructured["zip_bytes_dense"]
+    for r in rows.values():
+        assert r["torch"] == torch.__version__ and r["seed"] == 0 and "torch_pruning" in r
+
+    # The tables hold the per-cell numbers.
+    report = write_report(tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        table = {r["cell"]: r for r in csv.DictReader(f)}
+    assert set(table) == set(by_cell)
+    for cell, r in by_cell.items():
+        assert float(table[cell]["params_pruned"]) == r["params_pruned"]
+        assert float(table[cell]["test_iou_pruned"]) == pytest.approx(r["test_iou_pruned"])
+    md = (tmp_path / "results.md").read_text()
+    line = next(l for l in md.splitlines() if l.startswith("| fpn | synthetic | l1 | structured | 60.0 |"))
+    assert f"{100 * structured['flops_reduction']:.1f}" in line
+    assert f"{structured['test_iou_pruned']:.4f}" in line
+    tex = (tmp_path / "results.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and tex.count(r"\\") >= 10
+    for png in ("iou_vs_sparsity.png", "latency_vs_flops.png", "curves.png", "examples.png"):
+        path = tmp_path / png
+        assert path.stat().st_size > 10_000, f"{png} looks empty"
+        assert f"]({png})" in report.read_text()
+
+
+def test_failing_plugin_is_a_failed_row_and_the_grid_goes_on(tmp_path, exploding_plugin, capsys):
+    code = main([
+        "compare", "--plugins", "exploding,level", "--archs", "fpn", "--sparsities", "0.5", "--datasets", "synthetic",
+        "--encoder", "resnet18", "--image-size", "32", "--limit", "16", "--epochs", "1", "--batch-size", "2",
+        "--steps-per-epoch", "1", "--out", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    rows = {json.loads(l)["plugin"]: json.loads(l) for l in (tmp_path / "results.jsonl").read_text().splitlines()}
+    assert rows["exploding"]["status"] == "failed"
+    assert "RuntimeError: this pruner always fails" in rows["exploding"]["error"]
+    assert rows["level"]["status"] == "ok"
+    assert "failed: RuntimeError: this pruner always fails" in (tmp_path / "results.md").read_text()
+    assert "1 cells ok, 1 failed" in capsys.readouterr().out
+
+
+def test_unknown_plugin_is_one_line_and_exit_2(tmp_path, capsys):
+    code = main(["compare", "--plugins", "fpgm,nosuch", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "unknown pruner 'nosuch'" in err and "fpgm" in err
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    grid = tiny_grid()
+    compare._check_same_settings(grid, tmp_path, force=False)
+    grid.run.image_size = 64
+    with pytest.raises(Exception, match="other settings .*image_size"):
+        compare._check_same_settings(grid, tmp_path, force=False)
