@@ -90,14 +90,26 @@ def train_dense(wb: Workbench, out_dir: Path | None) -> Dense:
     return Dense(model, history, time.perf_counter() - t0, path)
 
 
-def load_dense(path: str | Path, num_classes: int | None = None) -> nn.Module:
-    """Load a dense checkpoint written by ``train_dense`` (``weights_only``: no code is unpickled)."""
+def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"checkpoint not found: {path}")
-    state = torch.load(path, weights_only=True)
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UsageError(f"{path} is not a readable checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if not isinstance(state, dict) or "recipe" not in state:
         raise UsageError(f"{path} is not a toolkit dense checkpoint (no 'recipe'); train one with 'toolkit train'")
+    return state
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    return dict(_read_checkpoint(path)["recipe"])
+
+
+def load_dense(path: str | Path, num_classes: int | None = None) -> nn.Module:
+    """Load a dense checkpoint written by ``train_dense`` (``weights_only``: no code is unpickled)."""
+    state = _read_checkpoint(path)
     r = state["recipe"]
     if num_classes is not None and r["num_classes"] != num_classes:
         raise UsageError(f"{path} predicts {r['num_classes']} classes but the dataset has {num_classes}")
@@ -244,6 +256,9 @@ def run_prune_pipeline(cfg: RunConfig, out_dir: Path, dense: Dense | None = None
     if not cfg.plugin:
         raise UsageError("no pruner given: pass --plugin NAME (see 'toolkit plugins')")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.checkpoint and dense is None:
+        r = read_recipe(cfg.checkpoint)
+        cfg.arch, cfg.encoder = r["arch"], r["encoder"]  # the checkpoint says what model it is
     write_config(cfg, out_dir / "config.toml")
     wb = wb or build_workbench(cfg)
     dense = dense or train_dense(wb, out_dir)

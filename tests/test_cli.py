@@ -1,0 +1,70 @@
+"""The `toolkit` command as a user types it: run folders, one-line errors, exit codes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from toolkit.cli import main
+
+TINY = ["--encoder", "resnet18", "--image-size", "32", "--limit", "16", "--batch-size", "2",
+        "--steps-per-epoch", "2", "--no-progress"]
+
+
+def test_train_writes_a_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--arch", "fpn", "--data", "synthetic", "--epochs", "2", "--out", str(out), *TINY]) == 0
+    for name in ("config.toml", "train_metrics.csv", "metrics.json", "dense.pt", "train_last.pt", "train_best.pt", "curves.png"):
+        assert (out / name).exists(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    assert 0.0 <= metrics["test_iou"] <= 1.0
+    assert "synthetic" in capsys.readouterr().out
+    state = torch.load(out / "dense.pt", weights_only=True)
+    assert state["recipe"] == {"arch": "fpn", "encoder": "resnet18", "num_classes": 4}
+
+
+@pytest.mark.parametrize("plugin,kind", [("agp", "unstructured"), ("fpgm", "structured")])
+def test_prune_runs_the_three_stages(tmp_path, plugin, kind):
+    out = tmp_path / plugin
+    code = main(["prune", "--arch", "fpn", "--plugin", plugin, "--sparsity", "0.5", "--data", "synthetic",
+                 "--epochs-train", "1", "--epochs-prune", "1", "--epochs-finetune", "1", "--pruning-steps", "2",
+                 "--out", str(out), *TINY])
+    assert code == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["kind"] == kind
+    if kind == "structured":
+        assert result["params_pruned"] < result["params_dense"] and result["flops_reduction"] > 0.3
+    else:
+        assert result["params_pruned"] == result["params_dense"]
+        assert result["sparsity_pruned"] == pytest.approx(0.5, abs=0.01), "zeros survive fine-tuning"
+    assert (out / "pruned.pt").exists() and (out / "curves.png").exists()
+
+
+def test_prune_from_a_trained_checkpoint(tmp_path):
+    train = tmp_path / "train"
+    assert main(["train", "--arch", "linknet", "--epochs", "1", "--out", str(train), *TINY]) == 0
+    out = tmp_path / "prune"
+    assert main(["prune", "--plugin", "l1", "--checkpoint", str(train / "dense.pt"), "--epochs-finetune", "1",
+                 "--out", str(out), *TINY]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["arch"] == "linknet", "the checkpoint's recipe says which model it is"
+    assert result["params_pruned"] < result["params_dense"]
+    assert result["time_train_s"] == 0.0, "a given checkpoint is not trained again"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["prune", "--plugin", "fpgn"], "unknown pruner 'fpgn'; known:"),
+    (["train", "--arch", "segnet", "--encoder", "resnet18", "--epochs", "0"], "unknown architecture 'segnet'"),
+    (["train", "--image-size", "100"], "multiple of 32"),
+    (["prune", "--plugin", "l1", "--checkpoint", "/nonexistent/dense.pt", *TINY], "checkpoint not found"),
+    (["train", "--data", "/nonexistent/folder", *TINY], "/nonexistent/folder"),
+    (["compare", "--config", "/nonexistent/grid.toml"], "config file not found"),
+])
+def test_user_mistakes_are_one_line(argv, message, capsys, tmp_path):
+    code = main([*argv, "--out", str(tmp_path / "x")] if argv[0] != "compare" else argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err

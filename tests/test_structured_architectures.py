@@ -1,0 +1,118 @@
+"""Structured pruning on every architecture the toolkit builds, MA-Net and grouped convs included."""
+from __future__ import annotations
+
+import contextlib
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from toolkit.measure import count_flops, count_parameters
+from toolkit.models import SEGMENTATION_ARCHS, create_model
+from toolkit.surgery import ChannelSurgery, prune_channels
+
+X = torch.randn(1, 3, 64, 64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int):
+    """Fail instead of hanging: Torch-Pruning 1.6 alone never finishes MA-Net's graph."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"pruning took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("arch", sorted(SEGMENTATION_ARCHS))
+def test_every_segmentation_architecture_prunes_at_half_width(arch):
+    torch.manual_seed(0)
+    model = create_model(arch, "resnet18", num_classes=2).eval()
+    params0 = count_parameters(model)
+    with time_limit(60):  # a few seconds normally; unbounded for MA-Net without our tracing proxy
+        surgery = ChannelSurgery(model, X, 0.5, "fpgm")
+        reached = surgery.step()
+    assert reached == pytest.approx(0.5, abs=0.01)
+    # half the channels on both sides of nearly every layer: about a quarter of the weights remain
+    assert count_parameters(model) < 0.3 * params0
+    assert model.segmentation_head[0].out_channels == 2
+    with torch.no_grad():  # skip connections and concatenations still line up, at any input size
+        assert model(X).shape == (1, 2, 64, 64)
+        assert model(torch.randn(2, 3, 96, 128)).shape == (2, 2, 96, 128)
+
+
+def test_manet_attention_block_keeps_its_couplings():
+    model = create_model("manet", "resnet18").eval()
+    pab = model.decoder.center
+    with time_limit(60):
+        prune_channels(model, X, 0.5, "l2")
+    assert pab.top_conv.out_channels == pab.center_conv.out_channels == 32  # contracted together
+    assert pab.bottom_conv.out_channels == pab.in_channels == pab.top_conv.in_channels == 256  # added to the input
+    with torch.no_grad():
+        assert model(X).shape == (1, 2, 64, 64)
+
+
+def depthwise(model: nn.Module) -> dict[str, nn.Conv2d]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels == m.out_channels}
+
+
+def test_efficientnet_lite_depthwise_convs_stay_depthwise():
+    torch.manual_seed(0)
+    model = create_model("unet", "tu-tf_efficientnet_lite0").eval()
+    before = {n: m.out_channels for n, m in depthwise(model).items()}
+    params0, flops0 = count_parameters(model), count_flops(model, X)
+    prune_channels(model, X, 0.5, "fpgm")
+    after = depthwise(model)
+    assert set(after) == set(before)  # every depthwise conv is still one (groups == in == out)
+    assert all(after[n].out_channels < before[n] for n in before)
+    assert count_parameters(model) < 0.35 * params0 and count_flops(model, X) < 0.35 * flops0
+    with torch.no_grad():
+        assert model(X).shape == (1, 2, 64, 64)
+
+
+def test_squeeze_excitation_gates_follow_their_channels():
+    torch.manual_seed(0)
+    model = create_model("fpn", "tu-mobilenetv3_small_050").eval()
+    se = {n: m for n, m in model.named_modules() if hasattr(m, "conv_reduce") and hasattr(m, "conv_expand")}
+    assert se, "expected squeeze-excitation blocks in MobileNetV3"
+    gated = {n: se[n].conv_expand.out_channels for n in se}
+    prune_channels(model, X, 0.5, "l1")
+    for n, m in se.items():
+        assert m.conv_expand.out_channels == m.conv_reduce.in_channels < gated[n]
+    with torch.no_grad():
+        assert model(X).shape == (1, 2, 64, 64)
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "resnext50_32x4d"])
+def test_torchvision_classifiers_prune_with_fpgm(arch):
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    params0, flops0 = count_parameters(model), count_flops(model, X)
+    reached = ChannelSurgery(model, X, 0.4, "fpgm").step()
+    assert model.fc.out_features == 1000  # the classes are never pruned
+    assert count_parameters(model) < 0.45 * params0 and count_flops(model, X) < 0.45 * flops0
+    if arch.startswith("resnext"):
+        conv2 = model.layer1[0].conv2
+        assert conv2.groups == 32 and conv2.in_channels % 32 == 0 and conv2.out_channels % 32 == 0
+        # every group keeps the same count, so 4 channels a group become 2: 50%, not 40%
+        assert conv2.out_channels == 64
+        assert 0.4 <= reached < 0.45
+    else:
+        assert reached == pytest.approx(0.4, abs=0.01)
+    with torch.no_grad():
+        assert model(X).shape == (1, 1000)

@@ -1,0 +1,75 @@
+"""What a "pruning rate" removes from ResNet-50, under the definitions papers use.
+
+Prints the table (``pytest -s``) that the README compares with the steel-plate
+study (40% on ResNet-50: 48.81% fewer FLOPs, 48.43% fewer parameters).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from toolkit.measure import count_flops, count_parameters, reduction
+from toolkit.models import create_model
+from toolkit.surgery import ChannelSurgery
+
+X = torch.randn(1, 3, 64, 64)
+RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
+STUDY_AT_40 = {"flops": 0.4881, "params": 0.4843}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def blocks(model: nn.Module) -> list[nn.Module]:
+    return [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
+
+
+def kept_layers(model: nn.Module, definition: str) -> dict:
+    """How a definition is asked for: layers it never prunes (the fc is never pruned), or keep_residual."""
+    return {
+        "every conv": {},
+        "every conv but the stem": {"ignored_layers": [model.conv1]},
+        "bottleneck inner convs + stem": {"keep_residual": True},
+        "bottleneck inner convs only": {"keep_residual": True, "ignored_layers": [model.conv1]},
+    }[definition]
+
+
+DEFINITIONS = ["every conv", "every conv but the stem", "bottleneck inner convs + stem", "bottleneck inner convs only"]
+
+
+def test_resnet50_reductions_by_rate_and_definition():
+    rows = {}
+    for definition in DEFINITIONS:
+        model = create_model("resnet50").eval()
+        params0, flops0 = count_parameters(model), count_flops(model, X)
+        # one graph, five equal steps: after step k the rate is k * 10%, exactly as one-shot
+        surgery = ChannelSurgery(model, X, max(RATES), "fpgm", steps=len(RATES), **kept_layers(model, definition))
+        if "keep_residual" in kept_layers(model, definition):  # exactly ResNet's residual stream is kept
+            residual = {b.conv3 for b in blocks(model)} | {b.downsample[0] for b in blocks(model) if b.downsample is not None}
+            assert residual <= set(surgery.ignored) and not {b.conv1 for b in blocks(model)} & set(surgery.ignored)
+        for rate in RATES:
+            reached = surgery.step()
+            assert reached == pytest.approx(rate, abs=0.01)
+            rows[definition, rate] = (reduction(flops0, count_flops(model, X)), reduction(params0, count_parameters(model)))
+        with torch.no_grad():
+            assert model(X).shape == (1, 1000)
+
+    print("\nResNet-50, 3x64x64, FPGM, per-layer rate: fewer FLOPs / fewer parameters")
+    print(f"{'definition':32s}" + "".join(f"{r:>16.0%}" for r in RATES))
+    for definition in DEFINITIONS:
+        cells = "".join(f"{rows[definition, r][0]:>8.2%}/{rows[definition, r][1]:<7.2%}" for r in RATES)
+        print(f"{definition:32s}{cells}")
+    print(f"{'steel-plate study':32s}{'':48s}{STUDY_AT_40['flops']:>8.2%}/{STUDY_AT_40['params']:<7.2%}")
+
+    for definition in DEFINITIONS:
+        flops = [rows[definition, r][0] for r in RATES]
+        assert flops == sorted(flops) and flops[0] > 0.05
+    # pruning the residual channels too removes far more than the rate itself suggests
+    assert rows["every conv", 0.4][1] == pytest.approx(1 - 0.6**2, abs=0.03)
+    assert rows["bottleneck inner convs only", 0.4][1] < rows["every conv", 0.4][1] - 0.1
