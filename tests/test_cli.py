@@ -8,7 +8,7 @@ import torch
 
 from toolkit.cli import main
 
-TINY = ["--encoder", "resnet18", "--image-size", "32", "--limit", "16", "--batch-size", "2",
+TINY = ["--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch-size", "2",
         "--steps-per-epoch", "2", "--no-progress"]
 
 

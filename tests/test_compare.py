@@ -35,7 +35,7 @@ def exploding_plugin():
 
 
 def tiny_grid(**overrides):
-    run = {"encoder": "resnet18", "image_size": 32, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
+    run = {"encoder": "resnet18", "image_size": 64, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
            "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2,
            "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
     return load_grid(None, archs=["fpn", "linknet"], plugins=["l1", "level"], sparsities=[0.3, 0.6],
@@ -106,7 +106,7 @@ def test_grid_resumes_without_recomputing_or_losing_cells(tmp_path, monkeypatch)
 def test_failing_plugin_is_a_failed_row_and_the_grid_goes_on(tmp_path, exploding_plugin, capsys):
     code = main([
         "compare", "--plugins", "exploding,level", "--archs", "fpn", "--sparsities", "0.5", "--datasets", "synthetic",
-        "--encoder", "resnet18", "--image-size", "32", "--limit", "16", "--epochs", "1", "--batch-size", "2",
+        "--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--epochs", "1", "--batch-size", "2",
         "--steps-per-epoch", "1", "--out", str(tmp_path), "--no-progress",
     ])
     assert code == 0
@@ -129,6 +129,6 @@ def test_unknown_plugin_is_one_line_and_exit_2(tmp_path, capsys):
 def test_resume_refuses_other_settings(tmp_path):
     grid = tiny_grid()
     compare._check_same_settings(grid, tmp_path, force=False)
-    grid.run.image_size = 64
+    grid.run.image_size = 96
     with pytest.raises(Exception, match="other settings .*image_size"):
         compare._check_same_settings(grid, tmp_path, force=False)

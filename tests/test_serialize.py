@@ -15,13 +15,6 @@ from toolkit.surgery import prune_channels
 X = torch.randn(2, 3, 64, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def pruned(arch: str, encoder: str) -> nn.Module:
     torch.manual_seed(0)

@@ -10,13 +10,6 @@ from toolkit.structured_importance import TaylorImportance, create_importance, l
 from toolkit.surgery import prune_channels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def two_convs(filters: torch.Tensor) -> nn.Sequential:
     """1x1 conv with the given filters (rows), then the output conv (passed as ignored) that reads them."""

@@ -16,13 +16,6 @@ from toolkit.plugins import Registry
 X = torch.randn(1, 3, 64, 64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture
 def registry():

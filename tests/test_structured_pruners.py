@@ -20,14 +20,6 @@ STRUCTURED = ["fpgm", "l1", "l2", "taylor", "lamp", "random"]
 RATE = 0.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a shared 2-core box, two spinning OpenMP threads run ~20x slower than one."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def tiny_unet(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)

@@ -18,13 +18,6 @@ RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
 STUDY_AT_40 = {"flops": 0.4881, "params": 0.4843}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     return [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]

@@ -19,14 +19,6 @@ from toolkit.models import output_layers
 from toolkit.schedules import Schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy shared CPU a second thread spin-waits (10x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 class ToySeg(nn.Module):
     """Encoder, decoder and an smp-style ``segmentation_head``, so ``output_layers`` finds the head."""

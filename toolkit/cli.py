@@ -51,7 +51,7 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> Non
     p.add_argument("--encoder", help="smp encoder name (default resnet101, as in the research)")
     p.add_argument("--encoder-weights", help="none (default), imagenet, or PATH to an encoder state_dict")
     p.add_argument("--data", help="synthetic (default, generated), magnetic-tile, or FORMAT:PATH / PATH")
-    p.add_argument("--image-size", type=int, help="training size in pixels, a multiple of 32 (default 128)")
+    p.add_argument("--image-size", type=int, help="training size in pixels, a multiple of 32, at least 64 (default 128)")
     p.add_argument("--limit", type=int, help="read at most this many images (quick runs)")
     p.add_argument("--binary", action="store_true", default=None, help="defect / no-defect instead of one class per defect")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip (and report) unreadable files instead of stopping")

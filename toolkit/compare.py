@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from toolkit.config import RunConfig, read_toml, update, write_config
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.pipeline import (
-    Dense, Workbench, build_workbench, compare_rows, describe, finetune, prune, save_pruned, train_dense, write_json,
+    Dense, Workbench, achieved_sparsity, build_workbench, compare_rows, describe, finetune, prune, save_pruned, train_dense,
+    write_json,
 )
 from toolkit.training import write_history
 
@@ -217,7 +218,8 @@ def run_cell(cell: Cell, grid: GridConfig, dense_cache: DenseCache, out_dir: Pat
     save_pruned(pruned.result, wb, folder)
     row = {
         "kind": pruned.result.kind, "backend": pruned.result.backend,
-        "achieved_sparsity": pruned.result.sparsity,
+        "achieved_sparsity": achieved_sparsity(pruned.result, stats),
+        "sparsity_of": "output channels" if pruned.result.kind == "structured" else "prunable weights",
         **compare_rows(dense_stats, stats),
         "class_names": dense_stats.get("class_names"),
         "time_train_s": dense_stats.get("time_train_s", 0.0), "time_prune_s": pruned.seconds, "time_finetune_s": ft_seconds,

@@ -48,8 +48,10 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         if not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.image_size < 32 or self.image_size % 32:
-            raise UsageError(f"image size must be a multiple of 32 (encoders downsample by 32), got {self.image_size}")
+        if self.image_size < 64 or self.image_size % 32:
+            # encoders downsample by 32; at 32 px the deepest features are 1x1, where a pruned
+            # GroupNorm group (FPN) holds a single value and cannot be normalised
+            raise UsageError(f"image size must be a multiple of 32 and at least 64, got {self.image_size}")
         for name in ("epochs_train", "epochs_prune", "epochs_finetune"):
             if getattr(self, name) < 0:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0")

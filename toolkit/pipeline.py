@@ -10,10 +10,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,7 +26,6 @@ from toolkit.errors import UsageError
 from toolkit.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
-from toolkit.metrics import IoU
 from toolkit.models import create_model, output_layers
 from toolkit.training import EpochRecord, Trainer, atomic_save, ema, write_history
 
@@ -54,6 +54,8 @@ def build_workbench(cfg: RunConfig) -> Workbench:
         cfg.data, image_size=cfg.image_size, seed=cfg.seed, augment=True, skip_bad=cfg.skip_bad,
         mean=mean, std=std, limit=cfg.limit, binary=cfg.binary,
     )
+    for file, why in splits.skipped:  # --skip-bad: left out, but never silently
+        print(f"skipped bad file {file}: {why}", file=sys.stderr)
     trainer = Trainer(splits.train, splits.val, splits.num_classes, cfg.train)
     example = splits.test[0][0].unsqueeze(0) if len(splits.test) else torch.randn(1, 3, cfg.image_size, cfg.image_size)
     return Workbench(cfg, splits, trainer, example)
@@ -232,14 +234,19 @@ def compare_rows(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any
 def save_pruned(result: PruneResult, wb: Workbench, out_dir: Path) -> Path:
     """Save the pruned model so it loads back without this code path."""
     if result.kind == "structured":
-        from toolkit.serialize import save_pruned_model
+        from toolkit.serialize import save_pruned as save_structured
 
-        path = out_dir / "pruned.pt"
-        save_pruned_model(result.model, recipe(wb.cfg, wb.splits.num_classes), path)
-        return path
+        path = out_dir / "pruned.pt"  # recipe + layer widths + weights: loads with weights_only
+        return save_structured(result.model, path, recipe(wb.cfg, wb.splits.num_classes), meta={"backend": result.backend})
     path = out_dir / "pruned.pt"  # same keys as dense: the zeros are real weights
     atomic_save({"recipe": recipe(wb.cfg, wb.splits.num_classes), "model": result.model.state_dict()}, path)
     return path
+
+
+def achieved_sparsity(result: PruneResult, stats: dict[str, Any]) -> float:
+    """Structured: channels removed (the pruner measured them). Unstructured: the zeros
+    still there after fine-tuning, measured on the final weights."""
+    return float(result.sparsity) if result.kind == "structured" else float(stats["sparsity"])
 
 
 def write_json(obj: Any, path: Path) -> None:
@@ -271,7 +278,8 @@ def run_prune_pipeline(cfg: RunConfig, out_dir: Path, dense: Dense | None = None
     result = {
         "arch": cfg.arch, "encoder": cfg.encoder, "dataset": cfg.data, "plugin": cfg.plugin,
         "kind": pruned.result.kind, "backend": pruned.result.backend,
-        "target_sparsity": cfg.sparsity, "achieved_sparsity": pruned.result.sparsity,
+        "target_sparsity": cfg.sparsity, "achieved_sparsity": achieved_sparsity(pruned.result, pruned_stats),
+        "sparsity_of": "output channels" if pruned.result.kind == "structured" else "prunable weights",
         **compare_rows(dense_stats, pruned_stats),
         "time_train_s": dense.seconds, "time_prune_s": pruned.seconds, "time_finetune_s": ft_seconds,
         "prune_history": pruned.result.history, "meta": pruned.result.meta,

@@ -1,0 +1,150 @@
+"""Image-folder formats: the generic ``folder`` layout, and SSCS and NEA, which share it.
+
+Layout (folder names are matched case-insensitively)::
+
+    ROOT/images/<stem>.jpg      ROOT/masks/<stem>.png
+    or ROOT/train/images, ROOT/train/masks, ROOT/test/images, ROOT/test/masks
+    ROOT/dataset.toml           optional: classes = [...], palette = [[r, g, b], ...]
+
+A mask has the image's stem (or the stem plus ``_mask``/``_label``/``_gt``).
+Grey or indexed (palette-mode) masks hold class ids (without ``classes`` they
+are named ``class-1``... up to the largest id found); colour masks are mapped
+through ``palette`` (the i-th colour is class i). A ``test`` folder is the
+given test split; without one the toolkit splits off a seeded test set.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.data.records import IMAGE_SUFFIXES, Record, find_images, open_image
+from toolkit.errors import DataError
+
+MASK_SUFFIXES = ("", "_mask", "_label", "_gt")
+# Pascal VOC's first colours: what labelme-style tools (and SSCS's colour masks) use
+VOC_PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128)]
+
+
+@dataclass
+class FolderFormat:
+    """A folder dataset with its default classes; ``dataset.toml`` overrides them."""
+
+    name: str
+    class_names: list[str]
+    about: str
+    palette: list[tuple[int, int, int]] = field(default_factory=lambda: list(VOC_PALETTE))
+
+
+FOLDER = FolderFormat("folder", [], "images/ + masks/ with matching stems")
+SSCS = FolderFormat(
+    "sscs", ["background", "fair", "poor", "severe"],
+    "Corrosion Condition State (SSCS, Bianchi & Hebdon 2021): 512x512 images, 4 condition states",
+)
+NEA = FolderFormat(
+    "nea", ["background", "corrosion-light", "corrosion-heavy"],
+    "NEA UAV corroded walls: 1280x720 images, no corrosion + two corrosion levels",
+)
+
+
+@dataclass
+class Listing:
+    """What a format found: records (with a given test split or not), classes, a description."""
+
+    train: list[Record]
+    test: list[Record] | None
+    class_names: list[str]
+    description: str
+
+
+def _child(folder: Path, *names: str) -> Path | None:
+    wanted = {n.lower() for n in names}
+    for p in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if p.is_dir() and p.name.lower() in wanted:
+            return p
+    return None
+
+
+def _settings(root: Path, fmt: FolderFormat) -> tuple[list[str], list[tuple[int, int, int]]]:
+    path = root / "dataset.toml"
+    if not path.exists():
+        return list(fmt.class_names), list(fmt.palette)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid TOML ({exc})") from None
+    classes = data.get("classes", fmt.class_names)
+    palette = data.get("palette", fmt.palette)
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{path}: 'classes' must be a list of names")
+    if not isinstance(palette, list) or not all(
+        isinstance(c, list | tuple) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in palette
+    ):
+        raise DataError(f"{path}: 'palette' must be a list of [r, g, b] integer triples")
+    return list(classes), [tuple(c) for c in palette]  # type: ignore[misc]
+
+
+def read_mask(path: Path, palette: list[tuple[int, int, int]]) -> np.ndarray:
+    """Class ids from a grey, indexed or colour mask (colours through ``palette``)."""
+    im = open_image(path)
+    if im.mode in ("L", "P", "I", "I;16", "1"):
+        return np.asarray(im, dtype=np.int64)
+    rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0]  # grey saved as RGB
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    lookup = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(palette)}
+    out = np.zeros(codes.shape, np.int64)
+    for code in np.unique(codes):
+        if int(code) not in lookup:
+            colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+            raise DataError(f"{path}: colour {tuple(int(c) for c in colour)} is not in the palette {palette}")
+        out[codes == code] = lookup[int(code)]
+    return out
+
+
+def _mask_for(image: Path, masks: Path) -> Path | None:
+    for suffix in MASK_SUFFIXES:
+        for ext in (".png", *IMAGE_SUFFIXES):
+            candidate = masks / f"{image.stem}{suffix}{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _missing(image: Path, masks: Path, size: tuple[int, int]) -> np.ndarray:
+    raise DataError(f"{image}: no mask (looked for {masks / image.stem}.png)")
+
+
+def _records(split_dir: Path, palette: list[tuple[int, int, int]], stratum: str) -> list[Record]:
+    images, masks = _child(split_dir, "images", "imgs", "img"), _child(split_dir, "masks", "mask", "labels", "annotations")
+    if images is None or masks is None:
+        raise DataError(f"{split_dir}: expected folders images/ and masks/ inside (found: "
+                        f"{', '.join(sorted(p.name for p in split_dir.iterdir())) or 'nothing'})")
+    records = []
+    for image in find_images(images):
+        mask = _mask_for(image, masks)
+        reader = partial(_missing, image, masks) if mask is None else (lambda size, m=mask: read_mask(m, palette))
+        records.append(Record(image, reader, str(mask or masks / f"{image.stem}.png"), stratum))
+    return records
+
+
+def list_folder(root: Path, fmt: FolderFormat = FOLDER) -> Listing:
+    """Records of a folder dataset, with the given train/test split if there is one."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    classes, palette = _settings(root, fmt)
+    train_dir, test_dir = _child(root, "train", "training"), _child(root, "test", "testing")
+    if train_dir is not None:
+        train = _records(train_dir, palette, "train")
+        test = _records(test_dir, palette, "test") if test_dir is not None else None
+    else:
+        train, test = _records(root, palette, "all"), None
+    if not train:
+        raise DataError(f"{root}: empty dataset, no images found (expected {', '.join(IMAGE_SUFFIXES)} in images/)")
+    what = fmt.about if fmt is not FOLDER else f"folder dataset {root.name}"
+    return Listing(train, test, classes, f"{what} at {root}")
+

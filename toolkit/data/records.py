@@ -1,0 +1,103 @@
+"""Reading one image and its mask, with errors that name the file.
+
+Every format lists ``Record``s; this module turns them into arrays and is the
+one place that decides what "bad input" means: an unreadable or truncated
+image, a missing mask, a mask whose size differs from its image, a class id out
+of range. With ``skip_bad`` a bad record is reported and left out; without it,
+the first one stops the run with a ``DataError``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from toolkit.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MaskReader = Callable[[tuple[int, int]], np.ndarray]  # (width, height) of the image -> HxW class ids
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image and how to get its class-id mask at the image's size."""
+
+    image: Path
+    mask: MaskReader
+    mask_source: str  # the mask's file (or CSV rows) for error messages
+    stratum: str = "all"  # what stratified splits balance on (a class, a split)
+
+
+@dataclass
+class Arrays:
+    """Decoded, resized samples: ``images`` N x H x W x 3 and ``masks`` N x H x W, uint8."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    names: list[str]
+    strata: list[str]
+
+
+def open_image(path: Path, mode: str | None = None) -> Image.Image:
+    """Fully decode ``path`` (a lazy open would let a truncated file through)."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(mode) if mode else im.copy()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot read image ({exc})") from None
+
+
+def check_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int, where: Path | str, image: Path) -> np.ndarray:
+    """Same size as its image and only known class ids, or a ``DataError`` naming the file."""
+    width, height = size
+    if mask.shape != (height, width):
+        raise DataError(f"{where}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image.name} is {width}x{height}")
+    top = int(mask.max()) if mask.size else 0
+    if top >= num_classes:
+        raise DataError(f"{where}: class id {top} out of range (this dataset has {num_classes} classes, ids 0..{num_classes - 1})")
+    return mask.astype(np.uint8)
+
+
+def read_record(record: Record, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image as size x size x 3 uint8 (bilinear) and mask as size x size class ids (nearest)."""
+    image = open_image(record.image, "RGB")
+    mask = check_mask(record.mask(image.size), image.size, num_classes, record.mask_source, record.image)
+    image = image.resize((size, size), Image.Resampling.BILINEAR)
+    mask = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
+    return np.asarray(image, dtype=np.uint8), np.asarray(mask, dtype=np.uint8)
+
+
+def read_records(
+    records: Sequence[Record], size: int, num_classes: int, skip_bad: bool, label: str = "reading images"
+) -> tuple[Arrays, list[tuple[str, str]]]:
+    """Decode every record once, up front: bad files surface now, and training never waits on JPEG decoding."""
+    images = np.zeros((len(records), size, size, 3), np.uint8)
+    masks = np.zeros((len(records), size, size), np.uint8)
+    names: list[str] = []
+    strata: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    kept = 0
+    for record in tqdm(records, desc=label, unit="img", leave=False, disable=len(records) < 200):
+        try:
+            image, mask = read_record(record, size, num_classes)
+        except DataError as exc:
+            if not skip_bad:
+                raise DataError(f"{exc} (pass --skip-bad to leave bad files out)") from None
+            skipped.append((str(record.image), str(exc)))
+            continue
+        images[kept], masks[kept] = image, mask
+        names.append(record.image.stem)
+        strata.append(record.stratum)
+        kept += 1
+    return Arrays(images[:kept], masks[:kept], names, strata), skipped
+
+
+def find_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
