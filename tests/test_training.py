@@ -7,22 +7,19 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from toolkit.data import load_splits
 from toolkit.metrics import iou
 from toolkit.models import SEGMENTATION_ARCHS, create_model
 from toolkit.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler
 
-TINY = dict(encoder="resnet18", num_classes=3)
+TINY = dict(encoder="resnet18", num_classes=4)
 
 
 def fixed_batch(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, size, size, generator=g)
-    y = torch.zeros(n, size, size, dtype=torch.long)
-    y[:, 8:32, 8:32] = 1
-    y[:, 40:56, 20:60] = 2
-    x[:, 0] += 2.0 * (y == 1)  # learnable: class shows in a channel
-    x[:, 1] += 2.0 * (y == 2)
-    return x, y
+    """A batch of the built-in synthetic corrosion images (4 classes)."""
+    splits = load_splits("synthetic", image_size=size, limit=12, augment=False)
+    pairs = [splits.train[i] for i in range(n)]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
 @pytest.mark.parametrize("arch", sorted(SEGMENTATION_ARCHS))
@@ -30,7 +27,7 @@ def test_every_architecture_learns_a_fixed_batch(arch):
     torch.manual_seed(0)
     x, y = fixed_batch()
     ds = TensorDataset(x, y)
-    trainer = Trainer(ds, ds, 3, TrainConfig(batch_size=4, lr_min=0.01, momentum=0.9, progress=False))
+    trainer = Trainer(ds, ds, 4, TrainConfig(batch_size=4, lr_min=0.01, momentum=0.9, progress=False))
     model = create_model(arch, **TINY)
     model.train()
     opt = make_optimizer(model, trainer.cfg)
@@ -38,7 +35,7 @@ def test_every_architecture_learns_a_fixed_batch(arch):
     for _ in range(5):
         last = trainer.train_step(model, opt, x, y)
     assert last < first, f"{arch}: Tversky loss did not decrease ({first:.4f} -> {last:.4f})"
-    assert model(x).shape == (4, 3, 64, 64)
+    assert model(x).shape == (4, 4, 64, 64)
 
 
 def test_iou_against_hand_checked_masks():
@@ -83,13 +80,13 @@ def test_fit_writes_checkpoints_and_resumes(tmp_path):
     ds = TensorDataset(x, y)
     cfg = TrainConfig(batch_size=2, progress=False)
     model = create_model("fpn", **TINY)
-    history = Trainer(ds, ds, 3, cfg).fit(model, 1, "train", tmp_path)
+    history = Trainer(ds, ds, 4, cfg).fit(model, 1, "train", tmp_path)
     assert [h.epoch for h in history] == [1]
     assert (tmp_path / "train_last.pt").exists() and (tmp_path / "train_metrics.csv").exists()
     state = torch.load(tmp_path / "train_last.pt", weights_only=True)
     assert state["epoch"] == 1
     # A second call asking for 2 epochs resumes at epoch 2 instead of starting over.
     again = create_model("fpn", **TINY)
-    resumed = Trainer(ds, ds, 3, cfg).fit(again, 2, "train", tmp_path)
+    resumed = Trainer(ds, ds, 4, cfg).fit(again, 2, "train", tmp_path)
     assert [h.epoch for h in resumed] == [1, 2]
     assert resumed[0].val_iou == history[0].val_iou
