@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from toolkit.cli import main
+from toolkit.serialize import load_model
 
 TINY = ["--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch-size", "2",
         "--steps-per-epoch", "2", "--no-progress"]
@@ -40,6 +41,21 @@ def test_prune_runs_the_three_stages(tmp_path, plugin, kind):
         assert result["params_pruned"] == result["params_dense"]
         assert result["sparsity_pruned"] == pytest.approx(0.5, abs=0.01), "zeros survive fine-tuning"
     assert (out / "pruned.pt").exists() and (out / "curves.png").exists()
+    assert_exports_to_onnx(out / "pruned.pt")
+
+
+def assert_exports_to_onnx(model_file):
+    """``toolkit export`` turns the saved model into ONNX that computes what the loaded model does."""
+    ort = pytest.importorskip("onnxruntime")
+    assert main(["export", str(model_file), "--image-size", "64"]) == 0
+    onnx_file = model_file.with_suffix(".onnx")
+    model = load_model(model_file)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    assert got.shape == expected.shape
+    assert abs(got - expected).max() < 1e-3
 
 
 def test_prune_from_a_trained_checkpoint(tmp_path):
@@ -61,9 +77,10 @@ def test_prune_from_a_trained_checkpoint(tmp_path):
     (["prune", "--plugin", "l1", "--checkpoint", "/nonexistent/dense.pt", *TINY], "checkpoint not found"),
     (["train", "--data", "/nonexistent/folder", *TINY], "/nonexistent/folder"),
     (["compare", "--config", "/nonexistent/grid.toml"], "config file not found"),
+    (["export", "/nonexistent/pruned.pt"], "model file not found"),
 ])
 def test_user_mistakes_are_one_line(argv, message, capsys, tmp_path):
-    code = main([*argv, "--out", str(tmp_path / "x")] if argv[0] != "compare" else argv)
+    code = main([*argv, "--out", str(tmp_path / "x")] if argv[0] not in ("compare", "export") else argv)
     err = capsys.readouterr().err
     assert code != 0
     assert message in err, err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from toolkit.errors import ToolkitError
@@ -23,12 +24,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
     registry = get_registry()
     table = Table(title="pruners", title_justify="left")
-    for col in ("name", "backend", "kind", "distribution", "description"):
-        table.add_column(col)
+    for col in ("name", "backend", "kind", "distribution"):
+        table.add_column(col, no_wrap=True)  # names must stay whole to be copied
+    table.add_column("description")
     for name in registry.list(args.pattern):
         reg = registry.pruners[name]
         table.add_row(name, reg.spec.backend, reg.spec.kind, reg.distribution, reg.spec.description)
-    console = Console(width=max(100, Console().width))
+    console = Console(width=max(120, Console().width))
     console.print(table)
     for broken in registry.broken:
         console.print(f"[red]broken plugin[/red] {broken.plugin} ({broken.distribution}): {broken.error}")
@@ -245,9 +247,42 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from toolkit.serialize import export_onnx, load_model
+
+    if args.image_size < 32 or args.image_size % 32:
+        from toolkit.errors import UsageError
+
+        raise UsageError(f"--image-size must be a multiple of 32, got {args.image_size}")
+    model = load_model(args.model)
+    out = args.out or str(Path(args.model).with_suffix(".onnx"))
+    path = export_onnx(model, torch.randn(1, model_in_channels(model), args.image_size, args.image_size), out)
+    print(f"onnx: {path} (input 1x{model_in_channels(model)}x{args.image_size}x{args.image_size}, dynamic batch)")
+    return 0
+
+
+def model_in_channels(model) -> int:
+    import torch.nn as nn
+
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return int(first.in_channels)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a trained or pruned model to ONNX",
+                       description="Load a model file written by train, prune or compare (dense.pt, pruned.pt) "
+                                   "and export it to ONNX for deployment (needs the onnx extra).")
+    p.add_argument("model", help="dense.pt or pruned.pt from a run folder")
+    p.add_argument("--out", help="ONNX file (default: beside the model, .onnx)")
+    p.add_argument("--image-size", type=int, default=128, help="input side for the export trace (default 128)")
+    p.set_defaults(func=_cmd_export)
+
+
 def _subcommand_adders() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Every subcommand, in the order ``--help`` lists them."""
-    return [_add_plugins, _add_train, _add_prune, _add_compare, _add_report]
+    return [_add_plugins, _add_train, _add_prune, _add_compare, _add_report, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,6 +42,7 @@ class GridConfig:
     sparsities: list[float] = field(default_factory=lambda: [0.5, 0.75])
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
+    plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
     examples: int = 3  # test images drawn per cell in the report
     run: RunConfig = field(default_factory=lambda: demo_run_config())
 
@@ -70,8 +71,11 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
         if not getattr(grid, name):
             raise UsageError(f"the grid needs at least one of {name}")
     grid.sparsities = [float(s) for s in grid.sparsities]
-    for s in grid.sparsities:
-        if not 0.0 < s < 1.0:
+    for name, values in grid.plugin_sparsities.items():
+        if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values) or not values:
+            raise UsageError(f"plugin_sparsities.{name} must be a list of numbers, e.g. [0.5, 0.9]")
+    for s in [*grid.sparsities, *(v for vs in grid.plugin_sparsities.values() for v in vs)]:
+        if not 0.0 < float(s) < 1.0:
             raise UsageError(f"sparsities must lie in (0, 1), got {s}")
     grid.run.validate()
     return grid
@@ -91,7 +95,11 @@ class Cell:
 
 
 def cells(grid: GridConfig) -> list[Cell]:
-    return [Cell(a, d, p, s) for d in grid.datasets for a in grid.archs for p in grid.plugins for s in grid.sparsities]
+    return [
+        Cell(a, d, p, float(s))
+        for d in grid.datasets for a in grid.archs for p in grid.plugins
+        for s in grid.plugin_sparsities.get(p, grid.sparsities)
+    ]
 
 
 def environment() -> dict[str, Any]:

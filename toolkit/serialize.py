@@ -120,6 +120,27 @@ def load_pruned(path: str | Path, build: Callable[..., nn.Module] | None = None)
     return model.eval()
 
 
+def load_model(path: str | Path) -> nn.Module:
+    """Any model file the toolkit writes: a structurally pruned one (``save_pruned``), or a
+    dense or unstructured checkpoint (``{"recipe", "model"}``, same shapes as the dense model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UsageError(f"{path} is not a readable model file: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        return load_pruned(path)
+    if isinstance(payload, dict) and {"recipe", "model"} <= payload.keys():
+        from toolkit.models import create_model
+
+        model = create_model(**payload["recipe"])
+        model.load_state_dict(payload["model"])
+        return model.eval()
+    raise UsageError(f"{path} is not a model file written by toolkit (train, prune or compare)")
+
+
 def shrink_to(model: nn.Module, layers: Mapping[str, Mapping[str, Any]], state_dict: Mapping[str, torch.Tensor]) -> None:
     """Give ``model``'s layers the saved widths and tensor shapes (values are loaded afterwards)."""
     modules = dict(model.named_modules())
