@@ -132,3 +132,16 @@ def test_resume_refuses_other_settings(tmp_path):
     grid.run.image_size = 96
     with pytest.raises(Exception, match="other settings .*image_size"):
         compare._check_same_settings(grid, tmp_path, force=False)
+
+
+def test_sparsities_can_differ_per_pruner(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text('plugins = ["fpgm", "agp"]\nsparsities = [0.25, 0.75]\n'
+                      '[plugin_sparsities]\nagp = [0.5, 0.9]\n[run]\nlimit = 0\n')
+    grid = load_grid(config)
+    assert sorted((c.plugin, c.sparsity) for c in compare.cells(grid) if c.arch == "fpn") == [
+        ("agp", 0.5), ("agp", 0.9), ("fpgm", 0.25), ("fpgm", 0.75)]
+    assert grid.run.limit is None, "limit = 0 reads every image (TOML has no null)"
+    config.write_text('[plugin_sparsities]\nagp = 0.5\n')
+    with pytest.raises(Exception, match="plugin_sparsities.agp must be a list"):
+        load_grid(config)

@@ -28,7 +28,7 @@ class RunConfig:
     encoder_weights: str = "none"  # none | imagenet | PATH
     data: str = "synthetic"
     image_size: int = 128
-    limit: int | None = None  # cap on images read, for quick runs
+    limit: int | None = None  # cap on images read, for quick runs; 0 = all
     binary: bool = False
     skip_bad: bool = False
     seed: int = 0
@@ -46,6 +46,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "RunConfig":
+        if self.limit == 0:
+            self.limit = None  # TOML has no null: 0 means every image
         if not 0.0 <= self.sparsity < 1.0:
             raise UsageError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.image_size < 64 or self.image_size % 32:
