@@ -95,6 +95,10 @@ def test_grid_resumes_without_recomputing_or_losing_cells(tmp_path, monkeypatch)
     line = next(l for l in md.splitlines() if l.startswith("| fpn | synthetic | l1 | structured | 60.0 |"))
     assert f"{100 * structured['flops_reduction']:.1f}" in line
     assert f"{structured['test_iou_pruned']:.4f}" in line
+    per_class = report.read_text().split("Per-class test IoU")[1]
+    assert "| pruner | target % | background | fair | poor | severe |" in per_class
+    row = next(l for l in per_class.splitlines() if l.startswith("| l1 | 60.0 |"))
+    assert row.split(" | ")[3] == f"{structured['test_iou_per_class_pruned'][1]:.3f}", "fair IoU of that cell"
     tex = (tmp_path / "results.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and tex.count(r"\\") >= 10
     for png in ("iou_vs_sparsity.png", "latency_vs_flops.png", "curves.png", "examples.png"):

@@ -98,6 +98,32 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_class_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """Test IoU of every class (background included), dense first: where the pruned model lost."""
+    ok = [r for r in table_rows(rows) if r["status"] == "ok"]
+    if not ok:
+        return ""
+    source = {id(r): r for r in rows}
+    out: list[str] = []
+    for (arch, dataset), group in _groups(ok):
+        cell = next(r for r in rows if r["status"] == "ok" and (r["arch"], r["dataset"]) == (arch, dataset))
+        names = cell.get("class_names") or [f"class {i}" for i in range(len(cell["test_iou_per_class_dense"]))]
+        out += [f"**{arch} on {dataset}**", "", "| pruner | target % | " + " | ".join(names) + " |",
+                "|" + "---|" * (len(names) + 2)]
+        for r in group:
+            per_class = source[id(r)]["test_iou_per_class_pruned"] if id(r) in source else cell["test_iou_per_class_dense"]
+            out.append(f"| {r['plugin']} | {_pct(r['target_sparsity'])} | " + " | ".join(_num(v, ".3f") for v in per_class) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _groups(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["arch"], r["dataset"]), []).append(r)
+    return list(groups.items())
+
+
 def _tex(s: str) -> str:
     return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
 
@@ -204,6 +230,8 @@ def write_report(run_dir: str | Path) -> Path:
         "IoU is the test-split mean over the defect classes (background excluded). "
         "Unstructured pruning keeps dense kernels: its latency does not drop, its zipped file does.", "",
         md, "",
+        "Per-class test IoU (background included; blank = class absent from the test split):", "",
+        per_class_markdown(rows), "",
         *[f"![{f.stem}]({f.name})" for f in figures], "",
         "Versions: " + ", ".join(f"{k} {env.get(k)}" for k in ("toolkit", "torch", "smp", "torch_pruning", "nni", "python", "git_commit")),
         f"Settings: encoder {env.get('encoder')}, seed {env.get('seed')}, epochs train/prune/fine-tune {env.get('epochs')}.", "",
