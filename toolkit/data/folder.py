@@ -93,12 +93,14 @@ def read_mask(path: Path, palette: list[tuple[int, int, int]]) -> np.ndarray:
     if im.mode in ("L", "P", "I", "I;16", "1"):
         return np.asarray(im, dtype=np.int64)
     rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
-    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        return rgb[..., 0]  # grey saved as RGB
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     lookup = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(palette)}
+    present = np.unique(codes)
+    grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    if grey and not all(int(c) in lookup for c in present):
+        return rgb[..., 0]  # grey saved as RGB (unless every grey is a palette colour, e.g. white for class 1)
     out = np.zeros(codes.shape, np.int64)
-    for code in np.unique(codes):
+    for code in present:
         if int(code) not in lookup:
             colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
             raise DataError(f"{path}: colour {tuple(int(c) for c in colour)} is not in the palette {palette}")

@@ -72,14 +72,14 @@ def parse_source(source: str) -> tuple[str, str | None]:
 
 
 def split_indices(strata: Sequence[str], fraction: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:
-    """(kept, split off): ``fraction`` of each stratum split off, at least one of any stratum of 3 or more."""
+    """(kept, split off): ``fraction`` of each stratum split off, at least one of any stratum of 2 or more."""
     kept: list[int] = []
     taken: list[int] = []
     for stratum in sorted(set(strata)):
         idx = [i for i, s in enumerate(strata) if s == stratum]
         rng.shuffle(idx)
         k = int(round(len(idx) * fraction))
-        if fraction > 0 and k == 0 and len(idx) >= 3:
+        if fraction > 0 and k == 0 and len(idx) >= 2:
             k = 1
         k = min(k, len(idx) - 1) if len(idx) > 1 else k
         taken += idx[:k]
@@ -166,6 +166,11 @@ def load_splits(
             raise DataError(f"{description}: empty dataset, every image was bad (see the skipped files)")
         if not class_names:
             top = int(everything.masks.max())
+            if top > 32:
+                raise DataError(
+                    f"{description}: masks hold values up to {top}; with no class list that reads as {top + 1} classes. "
+                    "Save masks as class ids 0..N, or list classes (and a palette for colour masks) in dataset.toml"
+                )
             class_names = ["background", *(f"class-{i}" for i in range(1, max(top, 1) + 1))]
         given_test = [i for i, s in enumerate(everything.strata) if s == "test"] if listing.test else None
     if given_test:
