@@ -90,3 +90,21 @@ def test_fit_writes_checkpoints_and_resumes(tmp_path):
     resumed = Trainer(ds, ds, 4, cfg).fit(again, 2, "train", tmp_path)
     assert [h.epoch for h in resumed] == [1, 2]
     assert resumed[0].val_iou == history[0].val_iou
+
+
+def test_balanced_sampling_draws_every_stratum_equally_often():
+    from collections import Counter
+
+    from toolkit.data.dataset import SegmentationDataset
+
+    n = 40
+    strata = ["free"] * 36 + ["crack"] * 4  # a rare class, as in the magnetic tile set
+    ds = SegmentationDataset(
+        torch.zeros(n, 64, 64, 3, dtype=torch.uint8).numpy(), torch.zeros(n, 64, 64, dtype=torch.uint8).numpy(),
+        [f"im{i}" for i in range(n)], (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), strata=strata,
+    )
+    trainer = Trainer(ds, ds, 2, TrainConfig(batch_size=4, sampling="balanced", progress=False))
+    drawn = Counter(strata[i] for _ in range(50) for i in trainer.train_loader.sampler)
+    assert 0.4 < drawn["crack"] / sum(drawn.values()) < 0.6, drawn
+    uniform = Trainer(ds, ds, 2, TrainConfig(batch_size=4, progress=False))
+    assert uniform.train_loader.sampler.__class__.__name__ == "RandomSampler"

@@ -60,6 +60,8 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> Non
     p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int, help="default 4")
     p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (quick runs)")
+    p.add_argument("--sampling", choices=["shuffle", "balanced"],
+                   help="training draws: shuffle (default) or balanced (each class folder equally often)")
     for stage in epochs:
         p.add_argument(f"--epochs-{stage}" if len(epochs) > 1 else "--epochs", dest=f"epochs_{stage}", type=int,
                        help=f"epochs of the {stage} stage")
@@ -71,7 +73,7 @@ def _config_from(args: argparse.Namespace, **extra: object):
     from toolkit.config import load_config
 
     train = {k: v for k, v in {
-        "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch,
+        "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch, "sampling": args.sampling,
         "seed": args.seed, "progress": False if args.no_progress else None,
     }.items() if v is not None}
     overrides = {name: getattr(args, name, None) for name in (
@@ -192,6 +194,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         "pruning_steps": args.pruning_steps,
         **(dict(zip(("epochs_train", "epochs_prune", "epochs_finetune"), epochs)) if epochs else {}),
         "train": {k: v for k, v in {"batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch,
+                                     "sampling": args.sampling,
                                      "progress": False if args.no_progress else None}.items() if v is not None},
     }
     grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
@@ -226,6 +229,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--sampling", choices=["shuffle", "balanced"])
     p.add_argument("--pruning-steps", type=int)
     p.add_argument("--out", default="runs/compare", help="run folder (default runs/compare); an existing one is resumed")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")

@@ -59,6 +59,8 @@ class RunConfig:
                 raise UsageError(f"{name.replace('_', '-')} must be >= 0")
         if self.pruning_steps < 1:
             raise UsageError("pruning-steps must be >= 1")
+        if self.train.sampling not in ("shuffle", "balanced"):
+            raise UsageError(f"sampling must be shuffle or balanced, got {self.train.sampling!r}")
         if self.train.batch_size < 1:
             raise UsageError("batch-size must be >= 1")
         return self

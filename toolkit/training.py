@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,9 +21,10 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from toolkit.errors import UsageError
 from toolkit.metrics import IoU, IoUMeter
 
 
@@ -40,6 +42,7 @@ class TrainConfig:
     ema_alpha: float = 0.1
     include_background: bool = False  # in the mean IoU
     max_steps_per_epoch: int | None = None  # cap for quick runs
+    sampling: str = "shuffle"  # or "balanced": every stratum (class folder) drawn equally often
     workers: int = 0
     seed: int = 0
     progress: bool = True
@@ -49,6 +52,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draw each stratum (e.g. magnetic tile's class folders) equally often.
+
+    Where 71% of the images are defect-free and defects cover 1% of a defect
+    image, uniform batches rarely show a rare class and the loss is content
+    to predict background; balancing the draws fixes that without touching
+    validation or test, which keep the data's own proportions.
+    """
+    strata = getattr(dataset, "strata", None)
+    if not strata:
+        raise UsageError("sampling = 'balanced' needs a dataset that knows its strata (class folders)")
+    counts = Counter(strata)
+    weights = torch.tensor([1.0 / counts[s] for s in strata], dtype=torch.double)
+    return WeightedRandomSampler(weights, num_samples=len(strata), replacement=True, generator=generator)
 
 
 def make_loss(cfg: TrainConfig) -> nn.Module:
@@ -98,8 +117,9 @@ class Trainer:
         self.num_classes = num_classes
         self.loss_fn = make_loss(cfg)
         g = torch.Generator().manual_seed(cfg.seed)
+        sampler = balanced_sampler(train_set, g) if cfg.sampling == "balanced" else None
         self.train_loader = DataLoader(
-            train_set, batch_size=cfg.batch_size, shuffle=True, generator=g,
+            train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
             drop_last=len(train_set) > cfg.batch_size, num_workers=cfg.workers,
         )
         self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)

@@ -41,12 +41,14 @@ class SegmentationDataset(Dataset):
         mean: Triple,
         std: Triple,
         augment: bool = False,
+        strata: Sequence[str] | None = None,
     ) -> None:
         if len(images) != len(masks) or len(images) != len(names):
             raise ValueError("images, masks and names must have the same length")
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # N,3,H,W uint8
         self.masks = torch.from_numpy(np.ascontiguousarray(masks))
         self.names = list(names)
+        self.strata = list(strata) if strata is not None else ["all"] * len(self.names)  # for balanced sampling
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
         self.augment = paper_augmentation(images.shape[1]) if augment and len(images) else None

@@ -194,7 +194,7 @@ def load_splits(
 
     def make(idx: list[int], aug: bool) -> SegmentationDataset:
         part = _take(everything, idx)
-        return SegmentationDataset(part.images, part.masks, part.names, mean, std, augment=aug)
+        return SegmentationDataset(part.images, part.masks, part.names, mean, std, augment=aug, strata=part.strata)
 
     return DatasetSplits(
         train=make(train_idx, augment), val=make(val_idx, False), test=make(test_idx, False),
