@@ -11,10 +11,14 @@ as one group at rate ``r``. With ``global_pruning=True`` the rate is instead
 reached over all groups together, so some layers lose more and others less
 (Torch-Pruning counts a coupled group's channels once there, so the measured
 rate, which counts every layer, can differ from the target by a few points).
-``round_to=k`` rounds every pruned group's remaining channels down to a
-multiple of ``k``, so the reached rate is at least ``r``; channels that come in
-groups (grouped convs as in ResNeXt, GroupNorm as in smp's FPN) lose the same
-number from every group, also rounded down (4 a group at r = 0.4 keep 2).
+``round_to=k`` asks Torch-Pruning to keep channel counts at multiples of
+``k``. The reached rate can then be *below* ``r``: a group whose count cannot
+be rounded that way stays wider or whole (smp FPN's GroupNorm seg blocks at
+r = 0.5, round_to = 8 stay at 128 channels, 43.3% reached instead of 50%), and
+on CPU it made nothing faster (``benchmarks/README.md``, round_to table).
+Channels that come in groups (grouped convs as in ResNeXt, GroupNorm as in
+smp's FPN) lose the same number from every group, rounded down (4 a group at
+r = 0.4 keep 2).
 ``keep_residual=True`` leaves channels that layers add together (ResNet's
 residual stream) unpruned and prunes only inside blocks, the convention of the
 FPGM paper. The rate that is

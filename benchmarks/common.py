@@ -1,0 +1,243 @@
+"""Shared pieces of the benchmark scripts: machine description, tables, CSV, timing, a toy trainer.
+
+Benchmarks measure; they are not tests. Every table states the machine and the
+thread count it was measured with, because CPU latencies mean nothing without them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata as md
+import importlib.util
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PACKAGES = ("torch", "segmentation_models_pytorch", "torch-pruning", "nni", "onnxruntime", "thop")
+SHORT = {"segmentation_models_pytorch": "smp", "torch-pruning": "torch_pruning"}
+
+warnings.filterwarnings("ignore")  # TP/NNI/thop warn about every traced op; the tables are the output
+
+
+# -- machine ---------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's marketing name: latencies are only comparable on the same one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[SHORT.get(name, name)] = md.version(name)
+        except md.PackageNotFoundError:
+            found[SHORT.get(name, name)] = "absent"
+    return found
+
+
+def machine(threads: int) -> str:
+    """One line naming CPU, cores, torch threads and library versions."""
+    libs = " ".join(f"{k} {v}" for k, v in versions().items())
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch threads {threads}, "
+            f"Python {platform.python_version()}; {libs}")
+
+
+# -- command line ------------------------------------------------------------------------
+def parser(script: str, description: str) -> argparse.ArgumentParser:
+    """The options every script shares: --full, --threads, --csv, --runs, --warmup."""
+    p = argparse.ArgumentParser(prog=f"benchmarks/{script}.py", description=description)
+    p.add_argument("--full", action="store_true", help="research scale (hours on a laptop CPU)")
+    p.add_argument("--threads", type=int, default=1, help="torch (and onnxruntime) intra-op threads (default 1)")
+    p.add_argument("--runs", type=int, default=None, help="timed forward passes per latency (median reported)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed forward passes before timing")
+    p.add_argument("--csv", type=Path, default=RESULTS / f"{script}.csv", help="where the CSV goes")
+    return p
+
+
+def csv_list(kind: Callable[[str], Any]) -> Callable[[str], list]:
+    """argparse type for a comma list (``"0.25,0.5"``)."""
+    return lambda text: [kind(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def setup(args: argparse.Namespace) -> str:
+    """Fix the thread count and seed; return the machine line to print."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    line = machine(args.threads)
+    print(f"Machine: {line}\n", flush=True)
+    return line
+
+
+# -- output ------------------------------------------------------------------------------
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (dicts), floats to 3 significant digits."""
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[dict], path: Path, machine_line: str) -> None:
+    """All columns of all rows, plus the machine line, so a CSV stands on its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*columns, "machine"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "machine": machine_line})
+    print(f"\nCSV: {path}", file=sys.stderr)
+
+
+def pct(fraction: float) -> float:
+    return round(100.0 * fraction, 2)
+
+
+# -- timing ------------------------------------------------------------------------------
+@contextmanager
+def stopwatch() -> Iterator[list[float]]:
+    """``with stopwatch() as t: ...`` then ``t[0]`` is the elapsed seconds."""
+    elapsed = [0.0]
+    start = time.perf_counter()
+    try:
+        yield elapsed
+    finally:
+        elapsed[0] = time.perf_counter() - start
+
+
+def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> float:
+    """Median wall time of ``fn()`` in ms after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def has_onnxruntime() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
+
+
+def ort_latency_ms(model: nn.Module, x: torch.Tensor, threads: int, runs: int, warmup: int) -> float:
+    """Median onnxruntime CPU latency of ``model`` exported with the toolkit's exporter."""
+    import onnxruntime as ort
+
+    from toolkit.serialize import export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_onnx(model, x, Path(tmp) / "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {"input": x.numpy()}
+    return median_ms(lambda: session.run(None, feed), runs, warmup)
+
+
+def _child(queue: Any, fn: Callable[..., Any], args: tuple, threads: int) -> None:
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    try:
+        queue.put(("ok", fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - the error is the measurement
+        queue.put(("error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
+
+
+def in_subprocess(fn: Callable[..., Any], args: tuple, timeout: float, threads: int = 1) -> tuple[str, Any]:
+    """Run ``fn(*args)`` in a fresh process: ``("ok", value)``, ``("error", line)`` or ``("timeout", seconds)``.
+
+    A library call that may hang (Torch-Pruning on MA-Net) or crash the
+    interpreter must not take the benchmark with it. ``fn`` must be importable.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(queue, fn, args, threads), daemon=True)
+    proc.start()
+    try:
+        return queue.get(timeout=timeout)
+    except Exception:  # queue.Empty: no answer in time
+        return ("timeout", timeout) if proc.is_alive() else ("error", f"process died (exit code {proc.exitcode})")
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(5)
+
+
+# -- a tiny StepTrainer ----------------------------------------------------------------------
+class SyntheticTrainer:
+    """A ``StepTrainer`` on one fixed random batch with a learnable target.
+
+    Enough for Taylor and movement scores and for the gradual schedules to run;
+    the numbers it gives measure cost and size, not accuracy. Cross-entropy for
+    multi-class outputs, BCE for a single output channel; classifiers (2-D
+    outputs) get random labels.
+    """
+
+    def __init__(self, size: int = 64, batch: int = 2, lr: float = 0.01, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(batch, 3, size, size, generator=g)
+        self.seg_target = (self.x[:, 0] + self.x[:, 1] > 0).long()  # pixels a net can learn
+        self.labels = torch.randint(0, 2, (batch,), generator=g)
+        self.lr = lr
+
+    def loss(self, out: torch.Tensor) -> torch.Tensor:
+        if out.ndim == 2:
+            return nn.functional.cross_entropy(out, self.labels % out.shape[1])
+        if out.shape[1] == 1:
+            return nn.functional.binary_cross_entropy_with_logits(out[:, 0], self.seg_target.float())
+        return nn.functional.cross_entropy(out, self.seg_target % out.shape[1])
+
+    def __call__(
+        self,
+        model: nn.Module,
+        steps: int,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        after_backward: Callable[[nn.Module], None] | None = None,
+        after_step: Callable[[nn.Module, int], None] | None = None,
+    ) -> None:
+        optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.5)
+        model.train()
+        for i in range(steps):
+            optimizer.zero_grad()
+            self.loss(model(self.x)).backward()
+            if after_backward:
+                after_backward(model)
+            optimizer.step()
+            if after_step:
+                after_step(model, i)
