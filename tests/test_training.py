@@ -108,3 +108,20 @@ def test_balanced_sampling_draws_every_stratum_equally_often():
     assert 0.4 < drawn["crack"] / sum(drawn.values()) < 0.6, drawn
     uniform = Trainer(ds, ds, 2, TrainConfig(batch_size=4, progress=False))
     assert uniform.train_loader.sampler.__class__.__name__ == "RandomSampler"
+
+
+def test_step_calls_keep_one_optimizer_until_the_parameters_change():
+    """Gradual pruners train a few steps at a time: SGD momentum must carry over."""
+    import copy
+
+    x, y = fixed_batch(n=2, size=32)
+    ds = TensorDataset(x, y)
+    trainer = Trainer(ds, ds, 4, TrainConfig(batch_size=2, momentum=0.9, progress=False))
+    model = create_model("linknet", **TINY)
+    trainer(model, 1)
+    first = trainer._optimizer_for(model)
+    assert first.state, "no momentum buffers after a step"
+    trainer(model, 1)
+    assert trainer._optimizer_for(model) is first
+    other = copy.deepcopy(model)  # new parameters, as after channel surgery
+    assert trainer._optimizer_for(other) is not first

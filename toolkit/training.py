@@ -124,6 +124,7 @@ class Trainer:
         )
         self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
         self._batches: Iterator | None = None
+        self._optimizer: tuple[nn.Module, tuple, torch.optim.Optimizer] | None = None
 
     # -- one step at a time (the StepTrainer protocol) -------------------------
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,13 +145,22 @@ class Trainer:
         after_backward: Callable[[nn.Module], None] | None = None,
         after_step: Callable[[nn.Module, int], None] | None = None,
     ) -> None:
-        optimizer = optimizer or make_optimizer(model, self.cfg)
+        optimizer = optimizer or self._optimizer_for(model)
         model.train()
         for i in range(steps):
             x, y = self._next_batch()
             self.train_step(model, optimizer, x, y, after_backward)
             if after_step:
                 after_step(model, i)
+
+    def _optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
+        """One optimiser across calls on the same parameters, so a gradual pruner
+        calling us step by step keeps SGD's momentum; a new one once channel
+        surgery has replaced the parameters."""
+        key = tuple((id(p), p.shape) for p in model.parameters())
+        if self._optimizer is None or self._optimizer[0] is not model or self._optimizer[1] != key:
+            self._optimizer = (model, key, make_optimizer(model, self.cfg))
+        return self._optimizer[2]
 
     def train_step(
         self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
