@@ -162,19 +162,27 @@ def plot_stage_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             groups[(r["arch"], r["dataset"])].append(r)
     fig, axes = _panel_grid(max(1, len(groups)))
     for ax, (key, group) in zip(axes, sorted(groups.items())):
+        n_prune = max((sum(c["stage"] == "prune" for c in r["curves"]) for r in group), default=0)
+        # colour = pruner, line style = sparsity: 15 lines stay tellable apart
+        colours = {p: f"C{i % 10}" for i, p in enumerate(sorted({r["plugin"] for r in group}))}
+        styles = {t: ["-", "--", ":", "-."][i % 4] for i, t in enumerate(sorted({r["target_sparsity"] for r in group}))}
         for r in sorted(group, key=lambda r: (r["plugin"], r["target_sparsity"])):
             curve = r["curves"]
-            xs = np.arange(1, len(curve) + 1)
-            line, = ax.plot(xs, [c["val_iou_ema"] for c in curve], "-", lw=1.2,
-                            label=f"{r['plugin']} {float(r['target_sparsity']):.0%}")
-            ax.plot(xs, [c["val_iou"] for c in curve], "o", ms=2, alpha=0.3, color=line.get_color())
-        n_prune = max((sum(c["stage"] == "prune" for c in r["curves"]) for r in group), default=0)
+            # fine-tune starts after the prune stage for every cell, one-shot pruners included
+            prune_x = [i + 1 for i, c in enumerate(c for c in curve if c["stage"] == "prune")]
+            tune_x = [n_prune + i + 1 for i, c in enumerate(c for c in curve if c["stage"] != "prune")]
+            xs = np.array(prune_x + tune_x)
+            curve = [c for c in curve if c["stage"] == "prune"] + [c for c in curve if c["stage"] != "prune"]
+            colour = colours[r["plugin"]]
+            ax.plot(xs, [c["val_iou_ema"] for c in curve], styles[r["target_sparsity"]], lw=1.2, color=colour,
+                    label=f"{r['plugin']} {float(r['target_sparsity']):.0%}")
+            ax.plot(xs, [c["val_iou"] for c in curve], "o", ms=2, alpha=0.3, color=colour)
         if n_prune:
             ax.axvline(n_prune + 0.5, color=STAGE_COLORS["finetune"], lw=0.8, ls=":")
         ax.set_title(f"{key[0]} on {key[1]}: prune | fine-tune", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("val IoU (EMA line, raw dots)")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     return _save(fig, path)
 
 
