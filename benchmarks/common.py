@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from toolkit.training import run_steps
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("torch", "segmentation_models_pytorch", "torch-pruning", "nni", "onnxruntime", "thop")
 SHORT = {"segmentation_models_pytorch": "smp", "torch-pruning": "torch_pruning"}
@@ -232,12 +234,4 @@ class SyntheticTrainer:
         after_step: Callable[[nn.Module, int], None] | None = None,
     ) -> None:
         optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.5)
-        model.train()
-        for i in range(steps):
-            optimizer.zero_grad()
-            self.loss(model(self.x)).backward()
-            if after_backward:
-                after_backward(model)
-            optimizer.step()
-            if after_step:
-                after_step(model, i)
+        run_steps(model, optimizer, steps, lambda m: self.loss(m(self.x)), after_backward, after_step)

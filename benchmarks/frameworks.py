@@ -66,16 +66,17 @@ def direct_tp(arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]
     return _summary(model, x, time.perf_counter() - start)
 
 
-def ours_l1(arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]:
-    """Our ``l1`` plugin, whole call (it also counts FLOPs before and after with thop)."""
+def ours_plugin(plugin: str, arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]:
+    """One of our plugins, whole call (``l1``; ``nni-l1``: NNI chooses the channels, our
+    surgery removes them); it also counts FLOPs before and after with thop."""
     from toolkit.contract import PruneRequest
     from toolkit.models import output_layers
     from toolkit.plugins import create_pruner
 
     model, x = _build(arch, encoder, side)
     start = time.perf_counter()
-    result = create_pruner("l1").prune(PruneRequest(model=model, example_inputs=x, sparsity=rate,
-                                                    ignored_layers=output_layers(model)))
+    result = create_pruner(plugin).prune(PruneRequest(model=model, example_inputs=x, sparsity=rate,
+                                                      ignored_layers=output_layers(model)))
     return _summary(result.model, x, time.perf_counter() - start)
 
 
@@ -110,19 +111,6 @@ def nni_speedup(arch: str, encoder: str, side: int, rate: float) -> dict[str, An
     return _summary(model, x, time.perf_counter() - start)
 
 
-def ours_nni_l1(arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]:
-    """Our ``nni-l1`` plugin: NNI chooses the channels, our surgery removes them."""
-    from toolkit.contract import PruneRequest
-    from toolkit.models import output_layers
-    from toolkit.plugins import create_pruner
-
-    model, x = _build(arch, encoder, side)
-    start = time.perf_counter()
-    result = create_pruner("nni-l1").prune(PruneRequest(model=model, example_inputs=x, sparsity=rate,
-                                                        ignored_layers=output_layers(model)))
-    return _summary(result.model, x, time.perf_counter() - start)
-
-
 # -- the table ---------------------------------------------------------------------------------
 def attempt(fn: Any, case: tuple, timeout: float, threads: int) -> dict[str, Any]:
     """``{"status": "yes"|"hangs (>Ns)"|error line, "params", "seconds", "runs"}``."""
@@ -147,8 +135,9 @@ def bench(arch: str, args: Any) -> dict[str, Any]:
 
     case = (arch, args.encoder, args.size, args.rate)
     dense = count_parameters(_build(arch, args.encoder, args.size)[0])
-    plugin, surgery, direct = (attempt(fn, case, args.timeout, args.threads) for fn in (ours_l1, ours_surgery, direct_tp))
-    nni, ours_nni = (attempt(fn, case, args.timeout, args.threads) for fn in (nni_speedup, ours_nni_l1))
+    plugin = attempt(ours_plugin, ("l1", *case), args.timeout, args.threads)
+    surgery, direct, nni = (attempt(fn, case, args.timeout, args.threads) for fn in (ours_surgery, direct_tp, nni_speedup))
+    ours_nni = attempt(ours_plugin, ("nni-l1", *case), args.timeout, args.threads)
     same = None
     if "params" in plugin and "params" in direct:
         same = "equal" if plugin["params"] == direct["params"] else f"{plugin['params'] - direct['params']:+,}"

@@ -167,12 +167,11 @@ def plot_stage_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         colours = {p: f"C{i % 10}" for i, p in enumerate(sorted({r["plugin"] for r in group}))}
         styles = {t: ["-", "--", ":", "-."][i % 4] for i, t in enumerate(sorted({r["target_sparsity"] for r in group}))}
         for r in sorted(group, key=lambda r: (r["plugin"], r["target_sparsity"])):
-            curve = r["curves"]
+            pruning = [c for c in r["curves"] if c["stage"] == "prune"]
+            tuning = [c for c in r["curves"] if c["stage"] != "prune"]
             # fine-tune starts after the prune stage for every cell, one-shot pruners included
-            prune_x = [i + 1 for i, c in enumerate(c for c in curve if c["stage"] == "prune")]
-            tune_x = [n_prune + i + 1 for i, c in enumerate(c for c in curve if c["stage"] != "prune")]
-            xs = np.array(prune_x + tune_x)
-            curve = [c for c in curve if c["stage"] == "prune"] + [c for c in curve if c["stage"] != "prune"]
+            xs = [*range(1, len(pruning) + 1), *range(n_prune + 1, n_prune + len(tuning) + 1)]
+            curve = pruning + tuning
             colour = colours[r["plugin"]]
             ax.plot(xs, [c["val_iou_ema"] for c in curve], styles[r["target_sparsity"]], lw=1.2, color=colour,
                     label=f"{r['plugin']} {float(r['target_sparsity']):.0%}")

@@ -109,6 +109,27 @@ class EpochRecord:
     seconds: float
 
 
+def run_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    loss_of: Callable[[nn.Module], torch.Tensor],
+    after_backward: Callable[[nn.Module], None] | None = None,
+    after_step: Callable[[nn.Module, int], None] | None = None,
+) -> None:
+    """The StepTrainer loop: where the two callbacks fall relative to backward and step
+    (``toolkit.contract.StepTrainer``), for any loss."""
+    model.train()
+    for i in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(model).backward()
+        if after_backward:
+            after_backward(model)
+        optimizer.step()
+        if after_step:
+            after_step(model, i)
+
+
 class Trainer:
     """Owns the data loaders, loss and optimiser settings of one run."""
 
@@ -145,13 +166,11 @@ class Trainer:
         after_backward: Callable[[nn.Module], None] | None = None,
         after_step: Callable[[nn.Module, int], None] | None = None,
     ) -> None:
-        optimizer = optimizer or self._optimizer_for(model)
-        model.train()
-        for i in range(steps):
+        def loss_of(m: nn.Module) -> torch.Tensor:
             x, y = self._next_batch()
-            self.train_step(model, optimizer, x, y, after_backward)
-            if after_step:
-                after_step(model, i)
+            return self.loss_fn(m(x), y)
+
+        run_steps(model, optimizer or self._optimizer_for(model), steps, loss_of, after_backward, after_step)
 
     def _optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
         """One optimiser across calls on the same parameters, so a gradual pruner
