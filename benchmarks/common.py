@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from toolkit.training import run_steps
+from toolkit.workbench.training import run_steps
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("torch", "segmentation_models_pytorch", "torch-pruning", "nni", "onnxruntime", "thop")
@@ -157,7 +157,7 @@ def ort_latency_ms(model: nn.Module, x: torch.Tensor, threads: int, runs: int, w
     """Median onnxruntime CPU latency of ``model`` exported with the toolkit's exporter."""
     import onnxruntime as ort
 
-    from toolkit.serialize import export_onnx
+    from toolkit.pruning.serialize import export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, x, Path(tmp) / "model.onnx")

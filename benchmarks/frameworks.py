@@ -30,7 +30,7 @@ ARCHS = ["unet", "unetplusplus", "fpn", "linknet", "manet", "resnet50", "resnext
 
 # -- the calls, each run in its own process ---------------------------------------------------
 def _build(arch: str, encoder: str, side: int) -> tuple[nn.Module, torch.Tensor]:
-    from toolkit.models import create_model
+    from toolkit.workbench.models import create_model
 
     torch.manual_seed(0)
     return create_model(arch, encoder=encoder, encoder_weights=None, num_classes=2).eval(), torch.randn(1, 3, side, side)
@@ -47,7 +47,7 @@ def _runs(model: nn.Module, x: torch.Tensor) -> bool:
 
 
 def _summary(model: nn.Module, x: torch.Tensor, seconds: float) -> dict[str, Any]:
-    from toolkit.measure import count_parameters
+    from toolkit.results.measure import count_parameters
 
     return {"params": count_parameters(model), "seconds": seconds, "runs": _runs(model, x)}
 
@@ -56,7 +56,7 @@ def direct_tp(arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]
     """Torch-Pruning as its README shows it."""
     import torch_pruning as tp
 
-    from toolkit.models import output_layers
+    from toolkit.workbench.models import output_layers
 
     model, x = _build(arch, encoder, side)
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def ours_plugin(plugin: str, arch: str, encoder: str, side: int, rate: float) ->
     """One of our plugins, whole call (``l1``; ``nni-l1``: NNI chooses the channels, our
     surgery removes them); it also counts FLOPs before and after with thop."""
     from toolkit.contract import PruneRequest
-    from toolkit.models import output_layers
+    from toolkit.workbench.models import output_layers
     from toolkit.plugins import create_pruner
 
     model, x = _build(arch, encoder, side)
@@ -82,7 +82,7 @@ def ours_plugin(plugin: str, arch: str, encoder: str, side: int, rate: float) ->
 
 def ours_surgery(arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]:
     """Our surgery alone (``prune_channels``), without the plugin's FLOP counting."""
-    from toolkit.surgery import prune_channels
+    from toolkit.pruning.surgery import prune_channels
 
     model, x = _build(arch, encoder, side)
     start = time.perf_counter()
@@ -95,7 +95,7 @@ def nni_speedup(arch: str, encoder: str, side: int, rate: float) -> dict[str, An
     from nni.compression.pruning import L1NormPruner
     from nni.compression.speedup import ModelSpeedup
 
-    from toolkit.models import output_layers
+    from toolkit.workbench.models import output_layers
 
     model, x = _build(arch, encoder, side)
     heads = {id(m) for layer in output_layers(model) for m in layer.modules()}
@@ -131,7 +131,7 @@ def ratio(a: dict, b: dict) -> float | None:
 
 
 def bench(arch: str, args: Any) -> dict[str, Any]:
-    from toolkit.measure import count_parameters
+    from toolkit.results.measure import count_parameters
 
     case = (arch, args.encoder, args.size, args.rate)
     dense = count_parameters(_build(arch, args.encoder, args.size)[0])

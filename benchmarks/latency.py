@@ -2,7 +2,7 @@
 
 `compare` times each cell when it finishes, so a cell that ran while the
 machine was busy gets a slower number than its neighbours. This script loads
-the dense model and every cell's saved model (`toolkit.serialize.load_model`:
+the dense model and every cell's saved model (`toolkit.pruning.serialize.load_model`:
 nothing but tensors is unpickled) and times them round-robin: one forward pass
 of each model per round, `--runs` rounds, median per model. Background load
 then hits every model alike and the speedups are comparable. Run it on a quiet
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from common import markdown, parser, setup, write_csv
-from toolkit.serialize import load_model
+from toolkit.pruning.serialize import load_model
 
 COLUMNS = ["arch", "dataset", "pruner", "kind", "target", "input", "torch_ms", "speedup", "recorded_ms",
            "recorded_speedup", "flop_speedup"]

@@ -27,7 +27,7 @@ from torch import nn
 
 from common import csv_list, markdown, parser, pct, setup, stopwatch, write_csv
 from toolkit.contract import PruneRequest
-from toolkit.models import create_model, output_layers
+from toolkit.workbench.models import create_model, output_layers
 from toolkit.plugins import create_pruner
 
 PAPER = {"model": "resnet50", "rate": 0.4, "flops_red_%": 48.81, "params_red_%": 48.43}

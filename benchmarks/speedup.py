@@ -2,7 +2,7 @@
 
 For each architecture, encoder and input size: the dense model, then fpgm / l1 /
 taylor at each pruning rate (the fraction of output channels removed from every
-prunable layer, see ``toolkit.surgery``). Columns:
+prunable layer, see ``toolkit.pruning.surgery``). Columns:
 
 * ``flop_speedup`` = dense MACs / pruned MACs (what FLOP counts promise);
 * ``speedup`` = dense median latency / pruned median latency (PyTorch eager, CPU);
@@ -25,8 +25,8 @@ from torch import nn
 
 from common import SyntheticTrainer, csv_list, has_onnxruntime, markdown, ort_latency_ms, parser, pct, setup, stopwatch, write_csv
 from toolkit.contract import PruneRequest
-from toolkit.measure import count_flops, count_parameters, measure_latency
-from toolkit.models import create_model, output_layers
+from toolkit.results.measure import count_flops, count_parameters, measure_latency
+from toolkit.workbench.models import create_model, output_layers
 from toolkit.plugins import create_pruner
 
 ARCHS = ["unet", "unetplusplus", "fpn", "linknet", "manet"]

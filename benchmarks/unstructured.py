@@ -5,7 +5,7 @@ linear / agp / movement at each target sparsity, trained on a synthetic batch
 their place in dense tensors, so PyTorch's dense kernels still multiply them:
 latency is expected to stay as it was, and the table shows the measured change
 rather than leaving the column out. The saving is on disk once the file is
-compressed (``toolkit.measure.compressed_bytes``: the state_dict deflated).
+compressed (``toolkit.results.measure.compressed_bytes``: the state_dict deflated).
 
 Run:  .venv/bin/python benchmarks/unstructured.py          (fpn, linknet; resnet18; 128 px; 8 training steps)
       .venv/bin/python benchmarks/unstructured.py --full   (five archs, resnet101, 512 px, 10 x 10 steps)
@@ -20,8 +20,8 @@ import torch
 
 from common import SyntheticTrainer, csv_list, markdown, parser, pct, setup, stopwatch, write_csv
 from toolkit.contract import PruneRequest
-from toolkit.measure import compressed_bytes, count_parameters, measure_latency, state_dict_bytes
-from toolkit.models import create_model, output_layers
+from toolkit.results.measure import compressed_bytes, count_parameters, measure_latency, state_dict_bytes
+from toolkit.workbench.models import create_model, output_layers
 from toolkit.plugins import create_pruner
 
 MB = 1e6

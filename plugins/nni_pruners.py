@@ -2,8 +2,8 @@
 
 Each runs on one of two backends, and ``PruneResult.backend`` says which did the work:
 
-* ``"toolkit"``: our schedule (``toolkit.schedules``), criterion
-  (``toolkit.criteria``) and masks (``toolkit.masking``) driven through the
+* ``"toolkit"``: our schedule (``toolkit.pruning.schedules``), criterion
+  (``toolkit.pruning.criteria``) and masks (``toolkit.pruning.masking``) driven through the
   ``StepTrainer`` hooks. Default for the gradual pruners.
 * ``"nni"``: NNI 3.0's ``LinearPruner``/``AGPPruner`` around ``TaylorPruner``
   or ``LevelPruner``, its ``MovementPruner`` and ``LevelPruner``, trained
@@ -44,13 +44,13 @@ import torch
 from torch import nn
 
 from toolkit.contract import PruneRequest, PruneResult, PrunerSpec
-from toolkit.criteria import create_criterion
+from toolkit.pruning.criteria import create_criterion
 from toolkit.errors import PruningError, UsageError
 from toolkit.hookspecs import hookimpl
-from toolkit.masking import SCOPES, Masks, apply_masks, mask_sparsity, masks_from_scores, weights_by_name
-from toolkit.measure import sparsity
-from toolkit.models import output_layers
-from toolkit.schedules import Schedule, Shape
+from toolkit.pruning.masking import SCOPES, Masks, apply_masks, mask_sparsity, masks_from_scores, weights_by_name
+from toolkit.results.measure import sparsity
+from toolkit.workbench.models import output_layers
+from toolkit.pruning.schedules import Schedule, Shape
 
 BACKENDS: tuple[str, ...] = ("toolkit", "nni")
 GRADUAL_CRITERIA: tuple[str, ...] = ("taylor", "magnitude")
@@ -278,7 +278,7 @@ class GradualPruner:
         self.momentum = None if momentum is None else float(momentum)
 
     def _optimizer_settings(self) -> tuple[float, float]:
-        from toolkit.training import TrainConfig
+        from toolkit.workbench.training import TrainConfig
 
         defaults = TrainConfig()
         return (self.lr if self.lr is not None else defaults.lr_min,

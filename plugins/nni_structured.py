@@ -4,7 +4,7 @@ NNI 3.0's ``L1NormPruner``, ``L2NormPruner`` and ``FPGMPruner`` choose output
 channels per layer and return masks; NNI's own ``ModelSpeedup``, which should
 turn masks into a smaller model, crashes on torch 2.14 (its concrete tracer
 reads ``func.__module__``, which is ``None`` for some torch functions). So NNI
-chooses and ``toolkit.surgery`` removes: the masks become channel scores
+chooses and ``toolkit.pruning.surgery`` removes: the masks become channel scores
 (``MaskImportance``) and the dependency graph removes the lowest ones at the
 requested rate, keeping residual sums, concatenations and depthwise convs
 consistent. Where NNI masked coupled layers differently, the channels most of
@@ -22,10 +22,10 @@ from torch import nn
 
 from toolkit.contract import PruneRequest, PruneResult, PrunerSpec
 from toolkit.hookspecs import hookimpl
-from toolkit.measure import count_flops, count_parameters
-from toolkit.models import output_layers
-from toolkit.structured_importance import MaskImportance, channel_mask
-from toolkit.surgery import PRUNABLE, ChannelSurgery
+from toolkit.results.measure import count_flops, count_parameters
+from toolkit.workbench.models import output_layers
+from toolkit.pruning.importances import MaskImportance, channel_mask
+from toolkit.pruning.surgery import PRUNABLE, ChannelSurgery
 from toolkit_plugins.torch_pruning_pruners import options_factory
 
 BACKEND = "nni+torch-pruning"

@@ -1,11 +1,11 @@
 """Built-in structured pruners: channels physically removed through Torch-Pruning.
 
 One pruner per criterion (``fpgm``, ``l1``, ``l2``, ``taylor``, ``lamp``,
-``random``; see ``toolkit.structured_importance``), all with the same
+``random``; see ``toolkit.pruning.importances``), all with the same
 algorithm and options:
 
 * ``global_pruning`` (False): rank channels across layers instead of removing
-  the same fraction from each (see "pruning rate" in ``toolkit.surgery``);
+  the same fraction from each (see "pruning rate" in ``toolkit.pruning.surgery``);
 * ``round_to`` (None): keep channel counts multiples of this (8, 16);
 * ``keep_residual`` (False): leave summed (residual) channels unpruned and
   prune only inside blocks, as the FPGM paper does for ResNets;
@@ -37,9 +37,9 @@ from torch import nn
 from toolkit.contract import PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
 from toolkit.hookspecs import hookimpl
-from toolkit.measure import count_flops, count_parameters
-from toolkit.structured_importance import NEEDS_GRADIENTS, TaylorImportance
-from toolkit.surgery import ChannelSurgery, channel_sparsity
+from toolkit.results.measure import count_flops, count_parameters
+from toolkit.pruning.importances import NEEDS_GRADIENTS, TaylorImportance
+from toolkit.pruning.surgery import ChannelSurgery, channel_sparsity
 
 BACKEND = "torch-pruning"
 DESCRIPTIONS = {

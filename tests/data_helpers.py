@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from toolkit.data.folder import VOC_PALETTE
+from toolkit.workbench.data.folder import VOC_PALETTE
 
 
 def noise_rgb(rng: np.random.Generator, width: int, height: int) -> np.ndarray:

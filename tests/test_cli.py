@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from toolkit.cli import main
-from toolkit.serialize import load_model
+from toolkit.pruning.serialize import load_model
 
 TINY = ["--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch-size", "2",
         "--steps-per-epoch", "2", "--no-progress"]

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-import toolkit.compare as compare
+import toolkit.runner.grid as compare
 from toolkit import PrunerSpec, hookimpl
 from toolkit.cli import main
-from toolkit.compare import load_grid, run_grid
+from toolkit.runner.grid import load_grid, run_grid
 from toolkit.plugins import get_registry
-from toolkit.report import write_report
+from toolkit.results.report import write_report
 
 
 class Exploding:

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from data_helpers import all_samples, make_folder, make_severstal, save_mask, write_toml
-from toolkit.data import list_datasets, load_splits
-from toolkit.data.folder import list_folder
-from toolkit.data.records import open_image
-from toolkit.data.severstal import list_severstal
+from toolkit.workbench.data import list_datasets, load_splits
+from toolkit.workbench.data.folder import list_folder
+from toolkit.workbench.data.records import open_image
+from toolkit.workbench.data.severstal import list_severstal
 from toolkit.errors import DataError, UsageError
 
 

@@ -14,9 +14,9 @@ from data_helpers import (
     SEVERSTAL_H, SEVERSTAL_IMAGES, SEVERSTAL_W, all_samples, make_fake_tile, make_folder, make_severstal,
     names_of, save_mask, severstal_expected, write_toml,
 )
-from toolkit.data import load_splits, parse_source, rle_decode, rle_encode
-from toolkit.data.folder import NEA, SSCS, VOC_PALETTE, list_folder, read_mask
-from toolkit.data.severstal import list_severstal
+from toolkit.workbench.data import load_splits, parse_source, rle_decode, rle_encode
+from toolkit.workbench.data.folder import NEA, SSCS, VOC_PALETTE, list_folder, read_mask
+from toolkit.workbench.data.severstal import list_severstal
 from toolkit.errors import DataError
 
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from data_helpers import all_samples, make_fake_tile
-from toolkit.data import load_splits
-from toolkit.data.magnetic_tile import CLASS_NAMES, list_magnetic_tile, locate
+from toolkit.workbench.data import load_splits
+from toolkit.workbench.data.magnetic_tile import CLASS_NAMES, list_magnetic_tile, locate
 from toolkit.errors import DataError
 
 README_COUNTS = {"Blowhole": 115, "Break": 85, "Crack": 57, "Fray": 32, "Uneven": 103, "Free": 952}

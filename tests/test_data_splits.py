@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from data_helpers import all_samples, make_fake_tile, make_folder, names_of
-from toolkit.data import SegmentationDataset, load_splits
-from toolkit.data.splits import split_indices, subsample
+from toolkit.workbench.data import SegmentationDataset, load_splits
+from toolkit.workbench.data.splits import split_indices, subsample
 
 COUNTS = {"Free": 24, "Crack": 6, "Fray": 4}
 

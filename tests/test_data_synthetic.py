@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from toolkit.data import list_datasets, load_splits
-from toolkit.data import synthetic
+from toolkit.workbench.data import list_datasets, load_splits
+from toolkit.workbench.data import synthetic
 
 
 def test_same_seed_same_pixels_different_seed_different():

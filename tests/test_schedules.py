@@ -2,7 +2,7 @@
 import pytest
 
 from toolkit.errors import UsageError
-from toolkit.schedules import Schedule, cubic, linear
+from toolkit.pruning.schedules import Schedule, cubic, linear
 
 # n_p = 4 prunes, dt = 10 iterations, t_0 = 0: the window is [0, 40]
 N_P, DT = 4, 10

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from toolkit.errors import UsageError
-from toolkit.measure import count_parameters
-from toolkit.models import create_model
-from toolkit.serialize import export_onnx, load_pruned, read_pruned, save_pruned
-from toolkit.surgery import prune_channels
+from toolkit.results.measure import count_parameters
+from toolkit.workbench.models import create_model
+from toolkit.pruning.serialize import export_onnx, load_pruned, read_pruned, save_pruned
+from toolkit.pruning.surgery import prune_channels
 
 X = torch.randn(2, 3, 64, 64)
 

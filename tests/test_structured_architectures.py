@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.measure import count_flops, count_parameters
-from toolkit.models import SEGMENTATION_ARCHS, create_model
-from toolkit.surgery import ChannelSurgery, prune_channels
+from toolkit.results.measure import count_flops, count_parameters
+from toolkit.workbench.models import SEGMENTATION_ARCHS, create_model
+from toolkit.pruning.surgery import ChannelSurgery, prune_channels
 
 X = torch.randn(1, 3, 64, 64)
 

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from toolkit.errors import PruningError, UnknownNameError
-from toolkit.structured_importance import TaylorImportance, create_importance, list_importances
-from toolkit.surgery import prune_channels
+from toolkit.pruning.importances import TaylorImportance, create_importance, list_importances
+from toolkit.pruning.surgery import prune_channels
 
 
 

@@ -9,8 +9,8 @@ import torch
 import toolkit_plugins.nni_structured as nni_structured
 from toolkit import PruneRequest
 from toolkit.contract import check_result
-from toolkit.measure import count_flops, count_parameters
-from toolkit.models import create_model, output_layers
+from toolkit.results.measure import count_flops, count_parameters
+from toolkit.workbench.models import create_model, output_layers
 from toolkit.plugins import Registry
 
 X = torch.randn(1, 3, 64, 64)

@@ -12,9 +12,9 @@ from torch import nn
 from toolkit import PruneRequest, create_pruner, list_pruners
 from toolkit.contract import check_result
 from toolkit.errors import PruningError, UsageError
-from toolkit.measure import count_flops, count_parameters
-from toolkit.models import output_layers
-from toolkit.surgery import prunable_layers
+from toolkit.results.measure import count_flops, count_parameters
+from toolkit.workbench.models import output_layers
+from toolkit.pruning.surgery import prunable_layers
 
 STRUCTURED = ["fpgm", "l1", "l2", "taylor", "lamp", "random"]
 RATE = 0.3

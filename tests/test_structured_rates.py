@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.measure import count_flops, count_parameters, reduction
-from toolkit.models import create_model
-from toolkit.surgery import ChannelSurgery
+from toolkit.results.measure import count_flops, count_parameters, reduction
+from toolkit.workbench.models import create_model
+from toolkit.pruning.surgery import ChannelSurgery
 
 X = torch.randn(1, 3, 64, 64)
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from toolkit.data import load_splits
-from toolkit.metrics import iou
-from toolkit.models import SEGMENTATION_ARCHS, create_model
-from toolkit.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler
+from toolkit.workbench.data import load_splits
+from toolkit.workbench.metrics import iou
+from toolkit.workbench.models import SEGMENTATION_ARCHS, create_model
+from toolkit.workbench.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler
 
 TINY = dict(encoder="resnet18", num_classes=4)
 
@@ -95,7 +95,7 @@ def test_fit_writes_checkpoints_and_resumes(tmp_path):
 def test_balanced_sampling_draws_every_stratum_equally_often():
     from collections import Counter
 
-    from toolkit.data.dataset import SegmentationDataset
+    from toolkit.workbench.data.dataset import SegmentationDataset
 
     n = 40
     strata = ["free"] * 36 + ["crack"] * 4  # a rare class, as in the magnetic tile set

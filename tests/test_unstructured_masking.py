@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from toolkit.criteria import create_criterion
+from toolkit.pruning.criteria import create_criterion
 from toolkit.errors import PruningError, UnknownNameError
-from toolkit.masking import keep_masks, mask_sparsity, masks_from_scores, masks_from_zeros
+from toolkit.pruning.masking import keep_masks, mask_sparsity, masks_from_scores, masks_from_zeros
 
 
 def _with_grad(w, g):

@@ -13,10 +13,10 @@ from torch import nn
 import toolkit
 from toolkit import PruneRequest
 from toolkit.errors import PruningError, UsageError
-from toolkit.masking import keep_masks
-from toolkit.measure import sparsity
-from toolkit.models import output_layers
-from toolkit.schedules import Schedule
+from toolkit.pruning.masking import keep_masks
+from toolkit.results.measure import sparsity
+from toolkit.workbench.models import output_layers
+from toolkit.pruning.schedules import Schedule
 
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from toolkit.errors import WeightsError
-from toolkit.models import create_model
-from toolkit.weights import (
+from toolkit.workbench.models import create_model
+from toolkit.workbench.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     imagenet_classifier_lite0,

@@ -92,8 +92,8 @@ def _out_dir(args: argparse.Namespace, name: str):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from toolkit.config import write_config
-    from toolkit.pipeline import build_workbench, describe, train_dense, write_json
-    from toolkit.plots import plot_curves
+    from toolkit.runner.stages import build_workbench, describe, train_dense, write_json
+    from toolkit.results.plots import plot_curves
 
     cfg = _config_from(args)
     out = _out_dir(args, f"train-{cfg.arch}")
@@ -118,7 +118,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from toolkit.pipeline import run_prune_pipeline
+    from toolkit.runner.stages import run_prune_pipeline
     from toolkit.plugins import get_registry
 
     get_registry().get(args.plugin)  # unknown names fail before any work
@@ -178,10 +178,10 @@ def _split(text: str | None, cast: Callable[[str], object] = str) -> list | None
 def _cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from toolkit.compare import load_grid, run_grid
+    from toolkit.runner.grid import load_grid, run_grid
     from toolkit.errors import UsageError
     from toolkit.plugins import parse_names
-    from toolkit.report import write_report
+    from toolkit.results.report import write_report
 
     epochs = _split(args.epochs, int)
     if epochs is not None and len(epochs) not in (1, 3):
@@ -239,7 +239,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from toolkit.report import write_report
+    from toolkit.results.report import write_report
 
     print(f"report: {write_report(args.run_dir)}")
     return 0
@@ -254,7 +254,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from toolkit.serialize import export_onnx, load_model
+    from toolkit.pruning.serialize import export_onnx, load_model
 
     if args.image_size < 32 or args.image_size % 32:
         from toolkit.errors import UsageError

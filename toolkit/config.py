@@ -16,7 +16,7 @@ from typing import Any
 import tomli_w
 
 from toolkit.errors import UsageError
-from toolkit.training import TrainConfig
+from toolkit.workbench.training import TrainConfig
 
 
 @dataclass

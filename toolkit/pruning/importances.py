@@ -1,7 +1,7 @@
 """Channel criteria for structured pruning: how important is each output channel.
 
 The criterion is one of three separate things (criterion, algorithm, graph
-surgery; see ``toolkit.surgery``). Each criterion here is a Torch-Pruning
+surgery; see ``toolkit.pruning.surgery``). Each criterion here is a Torch-Pruning
 ``Importance``: called with a dependency *group* (every layer that must lose
 the same channels), it returns one score per channel of the group's root
 layer; the lowest scores are removed.

@@ -14,10 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
-from toolkit.data import folder, magnetic_tile, severstal, synthetic
-from toolkit.data.dataset import SegmentationDataset, Triple
-from toolkit.data.folder import Listing
-from toolkit.data.records import Arrays, Record, read_records
+from toolkit.workbench.data import folder, magnetic_tile, severstal, synthetic
+from toolkit.workbench.data.dataset import SegmentationDataset, Triple
+from toolkit.workbench.data.folder import Listing
+from toolkit.workbench.data.records import Arrays, Record, read_records
 from toolkit.errors import DataError, UsageError
 
 IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)

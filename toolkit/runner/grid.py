@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 
 from toolkit.config import RunConfig, read_toml, update, write_config
 from toolkit.errors import ToolkitError, UsageError
-from toolkit.pipeline import (
+from toolkit.runner.stages import (
     Dense, Workbench, achieved_sparsity, build_workbench, compare_rows, describe, finetune, prune, save_pruned, train_dense,
     write_json,
 )
-from toolkit.training import write_history
+from toolkit.workbench.training import write_history
 
 RESULTS = "results.jsonl"
 
@@ -183,7 +183,7 @@ class DenseCache:
         wb = build_workbench(cfg)
         ckpt = folder / "dense.pt"
         if ckpt.exists():
-            from toolkit.pipeline import load_dense
+            from toolkit.runner.stages import load_dense
 
             history = [dict(r) for r in _read_csv(folder / "train_metrics.csv")]
             dense = Dense(load_dense(ckpt, wb.splits.num_classes), history, 0.0, ckpt)  # type: ignore[arg-type]

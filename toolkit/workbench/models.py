@@ -61,7 +61,7 @@ def create_model(
     except KeyError as exc:
         raise UsageError(f"unknown encoder {encoder!r} for smp: {exc}") from None
     if encoder_weights not in (None, "none"):
-        from toolkit.weights import load_encoder_weights
+        from toolkit.workbench.weights import load_encoder_weights
 
         load_encoder_weights(model.encoder, encoder, encoder_weights)
     return model

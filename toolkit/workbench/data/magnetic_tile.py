@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.folder import Listing
-from toolkit.data.records import Record, open_image
+from toolkit.workbench.data.folder import Listing
+from toolkit.workbench.data.records import Record, open_image
 from toolkit.errors import DataError
 
 DEFECTS = ["Blowhole", "Break", "Crack", "Fray", "Uneven"]

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from toolkit.errors import UsageError
-from toolkit.metrics import IoU, IoUMeter
+from toolkit.workbench.metrics import IoU, IoUMeter
 
 
 @dataclass

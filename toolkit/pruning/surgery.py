@@ -3,7 +3,7 @@
 **Pruning rate.** A structured pruning rate ``r`` is the fraction of *output
 channels* removed from each prunable layer; a prunable layer is every
 convolution (grouped and depthwise ones included) and linear layer except the
-layers that produce the task's classes (``toolkit.models.output_layers``: the
+layers that produce the task's classes (``toolkit.workbench.models.output_layers``: the
 segmentation head, a classifier's ``fc``) and layers the caller asks to keep.
 Layers that must lose the same channels (a residual sum, a concatenation's
 consumer, a depthwise conv and its input, a squeeze-excitation gate) are pruned
@@ -31,7 +31,7 @@ from a kept layer (the network's first conv, the head).
 
 **How.** Torch-Pruning's ``DependencyGraph`` traces the model with autograd,
 groups coupled layers, and ``BasePruner`` ranks each group's channels with a
-criterion from ``toolkit.structured_importance``; the removal is physical
+criterion from ``toolkit.pruning.importances``; the removal is physical
 (smaller weight tensors), so parameters and FLOPs drop and the model runs as is.
 
 **Fixes on top of Torch-Pruning 1.6.**
@@ -51,7 +51,7 @@ criterion from ``toolkit.structured_importance``; the removal is physical
   ``center_conv`` outputs are contracted together; ``bottom_conv`` is added
   to the input; ``out_conv`` reads that sum), and after pruning set the
   block's ``in_channels`` (used in its ``reshape``) from its convs.
-* *Grouped-conv FPGM crash*: see ``toolkit.structured_importance``.
+* *Grouped-conv FPGM crash*: see ``toolkit.pruning.importances``.
 * Tracing puts the model in eval mode; we restore the caller's mode.
 """
 from __future__ import annotations
@@ -66,8 +66,8 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.errors import PruningError
-from toolkit.models import output_layers
-from toolkit.structured_importance import FilterImportance, create_importance
+from toolkit.workbench.models import output_layers
+from toolkit.pruning.importances import FilterImportance, create_importance
 
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 

@@ -5,7 +5,7 @@ A pruned model no longer matches the shapes its constructor builds, so its
 *recipe* instead: one ``torch.save`` file holding only plain data and tensors,
 
 * ``recipe``: how to build the dense model (``arch``, ``encoder``,
-  ``num_classes``, ``in_channels`` for ``toolkit.models.create_model``);
+  ``num_classes``, ``in_channels`` for ``toolkit.workbench.models.create_model``);
 * ``layers``: each module's channel attributes after pruning (plain ints);
 * ``state_dict``: the pruned weights;
 
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import UsageError
-from toolkit.surgery import sync_channel_attributes
+from toolkit.pruning.surgery import sync_channel_attributes
 
 FORMAT = "toolkit-pruned-model/1"
 # Instance attributes that record a layer's width; everything else comes from the tensors.
@@ -97,18 +97,18 @@ def read_pruned(path: str | Path) -> dict[str, Any]:
     """The saved payload, loaded without running any pickled code."""
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise UsageError(f"{path} is not a pruned-model file written by toolkit.serialize.save_pruned")
+        raise UsageError(f"{path} is not a pruned-model file written by toolkit.pruning.serialize.save_pruned")
     return payload
 
 
 def load_pruned(path: str | Path, build: Callable[..., nn.Module] | None = None) -> nn.Module:
     """Rebuild a model saved by ``save_pruned``: dense model from the recipe, shrunk, weights loaded.
 
-    ``build(**recipe)`` makes the dense model; default ``toolkit.models.create_model``.
+    ``build(**recipe)`` makes the dense model; default ``toolkit.workbench.models.create_model``.
     """
     payload = read_pruned(path)
     if build is None:
-        from toolkit.models import create_model
+        from toolkit.workbench.models import create_model
 
         build = create_model
     model = build(**payload["recipe"])
@@ -133,7 +133,7 @@ def load_model(path: str | Path) -> nn.Module:
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         return load_pruned(path)
     if isinstance(payload, dict) and {"recipe", "model"} <= payload.keys():
-        from toolkit.models import create_model
+        from toolkit.workbench.models import create_model
 
         model = create_model(**payload["recipe"])
         model.load_state_dict(payload["model"])

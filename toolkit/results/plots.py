@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from toolkit.training import EpochRecord  # noqa: E402
+from toolkit.workbench.training import EpochRecord  # noqa: E402
 
 STAGE_COLORS = {"train": "tab:blue", "prune": "tab:red", "finetune": "tab:green"}
 

@@ -1,8 +1,8 @@
 """Sparsity schedules: how the target sparsity rises during gradual pruning.
 
 A schedule only says *how much* to prune *when*; which weights go is the
-criterion's business (``toolkit.criteria``) and zeroing them is
-``toolkit.masking``'s. Notation of the issue and of Zhu & Gupta (2017):
+criterion's business (``toolkit.pruning.criteria``) and zeroing them is
+``toolkit.pruning.masking``'s. Notation of the issue and of Zhu & Gupta (2017):
 ``t_0`` start iteration, ``dt`` iterations between prunes, ``n_p`` prunes,
 ``zeta_0`` initial and ``zeta_f`` final sparsity.
 """

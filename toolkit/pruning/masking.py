@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from toolkit.errors import PruningError, UsageError
-from toolkit.measure import prunable_weights
+from toolkit.results.measure import prunable_weights
 
 Scope = Literal["global", "layer"]
 SCOPES: tuple[str, ...] = ("global", "layer")

@@ -15,8 +15,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from toolkit.compare import dense_dir, iter_rows
-from toolkit.plots import (
+from toolkit.runner.grid import dense_dir, iter_rows
+from toolkit.results.plots import (
     STAGE_COLORS, _panel_grid, _save, plot_examples, plot_iou_vs_sparsity, plot_latency_vs_flops,
 )
 

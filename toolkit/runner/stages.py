@@ -21,13 +21,13 @@ from torch import nn
 
 from toolkit.config import RunConfig
 from toolkit.contract import PruneRequest, PruneResult, check_result
-from toolkit.data import DatasetSplits, load_splits
+from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.errors import UsageError
-from toolkit.measure import (
+from toolkit.results.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
-from toolkit.models import create_model, output_layers
-from toolkit.training import EpochRecord, Trainer, atomic_save, ema, write_history
+from toolkit.workbench.models import create_model, output_layers
+from toolkit.workbench.training import EpochRecord, Trainer, atomic_save, ema, write_history
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Workbench:
 
 
 def build_workbench(cfg: RunConfig) -> Workbench:
-    from toolkit.weights import normalization
+    from toolkit.workbench.weights import normalization
 
     mean, std = normalization(cfg.encoder, cfg.encoder_weights)
     splits = load_splits(
@@ -181,7 +181,7 @@ def finetune(wb: Workbench, pruned: PruneResult, out_dir: Path | None) -> tuple[
     t0 = time.perf_counter()
     keeper = None
     if pruned.masks:
-        from toolkit.masking import keep_masks
+        from toolkit.pruning.masking import keep_masks
 
         keeper = keep_masks(pruned.model, pruned.masks)
     try:
@@ -234,7 +234,7 @@ def compare_rows(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any
 def save_pruned(result: PruneResult, wb: Workbench, out_dir: Path) -> Path:
     """Save the pruned model so it loads back without this code path."""
     if result.kind == "structured":
-        from toolkit.serialize import save_pruned as save_structured
+        from toolkit.pruning.serialize import save_pruned as save_structured
 
         path = out_dir / "pruned.pt"  # recipe + layer widths + weights: loads with weights_only
         return save_structured(result.model, path, recipe(wb.cfg, wb.splits.num_classes), meta={"backend": result.backend})
@@ -258,7 +258,7 @@ def write_json(obj: Any, path: Path) -> None:
 def run_prune_pipeline(cfg: RunConfig, out_dir: Path, dense: Dense | None = None, wb: Workbench | None = None) -> dict[str, Any]:
     """train (or load) -> prune -> fine-tune -> measure; writes ``result.json``."""
     from toolkit.config import write_config
-    from toolkit.plots import plot_curves
+    from toolkit.results.plots import plot_curves
 
     if not cfg.plugin:
         raise UsageError("no pruner given: pass --plugin NAME (see 'toolkit plugins')")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.records import IMAGE_SUFFIXES, Record, find_images, open_image
+from toolkit.workbench.data.records import IMAGE_SUFFIXES, Record, find_images, open_image
 from toolkit.errors import DataError
 
 MASK_SUFFIXES = ("", "_mask", "_label", "_gt")

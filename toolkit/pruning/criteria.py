@@ -1,7 +1,7 @@
 """Unstructured importance criteria: one score per weight, higher means keep.
 
-A criterion only ranks weights; the schedule (``toolkit.schedules``) says how
-many to drop and ``toolkit.masking`` drops them. Criteria that need gradients
+A criterion only ranks weights; the schedule (``toolkit.pruning.schedules``) says how
+many to drop and ``toolkit.pruning.masking`` drops them. Criteria that need gradients
 ``observe`` them once per training step, after ``backward`` and before the
 optimiser step (the ``after_backward`` hook of the ``StepTrainer``).
 """

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.folder import Listing
-from toolkit.data.records import Record, find_images
+from toolkit.workbench.data.folder import Listing
+from toolkit.workbench.data.records import Record, find_images
 from toolkit.errors import DataError
 
 CLASS_NAMES = ["background", "defect-1", "defect-2", "defect-3", "defect-4"]

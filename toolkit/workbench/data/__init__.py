@@ -4,9 +4,9 @@
 built-in, generated default), ``magnetic-tile``, ``FORMAT:PATH`` with FORMAT
 in sscs, nea, severstal, folder, magnetic-tile, or a bare folder.
 """
-from toolkit.data.dataset import SegmentationDataset, paper_augmentation
-from toolkit.data.severstal import rle_decode, rle_encode
-from toolkit.data.splits import DatasetSplits, list_datasets, load_splits, parse_source
+from toolkit.workbench.data.dataset import SegmentationDataset, paper_augmentation
+from toolkit.workbench.data.severstal import rle_decode, rle_encode
+from toolkit.workbench.data.splits import DatasetSplits, list_datasets, load_splits, parse_source
 
 __all__ = [
     "DatasetSplits", "SegmentationDataset", "list_datasets", "load_splits", "paper_augmentation",
