@@ -82,7 +82,7 @@ def ours_plugin(plugin: str, arch: str, encoder: str, side: int, rate: float) ->
 
 def ours_surgery(arch: str, encoder: str, side: int, rate: float) -> dict[str, Any]:
     """Our surgery alone (``prune_channels``), without the plugin's FLOP counting."""
-    from toolkit.pruning.surgery import prune_channels
+    from toolkit.pruning import prune_channels
 
     model, x = _build(arch, encoder, side)
     start = time.perf_counter()

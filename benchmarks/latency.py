@@ -24,7 +24,7 @@ import torch
 from common import markdown, parser, setup, write_csv
 from toolkit.pruning.serialize import load_model
 
-COLUMNS = ["arch", "dataset", "pruner", "kind", "target", "input", "torch_ms", "speedup", "recorded_ms",
+COLUMNS = ["arch", "dataset", "seed", "pruner", "kind", "target", "input", "torch_ms", "speedup", "recorded_ms",
            "recorded_speedup", "flop_speedup"]
 
 
@@ -48,6 +48,14 @@ def interleaved_ms(models: dict[str, torch.nn.Module], x: torch.Tensor, runs: in
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def dense_of(row: dict) -> str:
+    """The dense folder a cell started from (``toolkit.runner.cell.Cell.dense_id``)."""
+    from toolkit.pruning.targets import Target
+    from toolkit.runner.cell import Cell
+
+    return Cell(row["arch"], row["dataset"], row["plugin"], Target("sparsity", 0.5), row.get("seed", 0)).dense_id
+
+
 def main() -> None:
     p = parser("latency", __doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
@@ -57,15 +65,13 @@ def main() -> None:
     rows = [r for r in read_rows(args.run_dir) if r.get("status") == "ok"]
     if not rows:
         sys.exit(f"error: no finished cells in {args.run_dir}")
-    if args.threads == 1 and rows[0].get("latency_threads"):
-        args.threads = int(rows[0]["latency_threads"])
     machine_line = setup(args)
     side = args.size or int(str(rows[0]["latency_input"]).split("x")[-1])
     runs, warmup = args.runs or 20, args.warmup or 3
 
     models: dict[str, torch.nn.Module] = {}
     for r in rows:
-        dense_key = f"{r['arch']}__{r['dataset']}"
+        dense_key = dense_of(r)
         if dense_key not in models:
             models[dense_key] = load_model(args.run_dir / "dense" / dense_key / "dense.pt").eval()
         models[r["cell"]] = load_model(args.run_dir / "cells" / r["cell"] / "pruned.pt").eval()
@@ -74,16 +80,17 @@ def main() -> None:
     ms = interleaved_ms(models, x, runs, warmup)
 
     table = []
-    for dense_key in dict.fromkeys(f"{r['arch']}__{r['dataset']}" for r in rows):
-        first = next(r for r in rows if f"{r['arch']}__{r['dataset']}" == dense_key)
-        table.append({"arch": first["arch"], "dataset": first["dataset"], "pruner": "(dense)", "target": 0.0,
+    for dense_key in dict.fromkeys(dense_of(r) for r in rows):
+        first = next(r for r in rows if dense_of(r) == dense_key)
+        table.append({"arch": first["arch"], "dataset": first["dataset"], "seed": first.get("seed", 0),
+                      "pruner": "(dense)", "target": "",
                       "input": f"{side}x{side}", "torch_ms": ms[dense_key], "speedup": 1.0,
                       "recorded_ms": first["latency_ms_dense"], "recorded_speedup": 1.0, "flop_speedup": 1.0})
-        for r in sorted((r for r in rows if f"{r['arch']}__{r['dataset']}" == dense_key),
-                        key=lambda r: (r["plugin"], r["target_sparsity"])):
+        for r in sorted((r for r in rows if dense_of(r) == dense_key),
+                        key=lambda r: (r["plugin"], r["target_kind"], r["target"])):
             table.append({
-                "arch": r["arch"], "dataset": r["dataset"], "pruner": r["plugin"], "kind": r["kind"],
-                "target": r["target_sparsity"], "input": f"{side}x{side}", "torch_ms": ms[r["cell"]],
+                "arch": r["arch"], "dataset": r["dataset"], "seed": r.get("seed", 0), "pruner": r["plugin"],
+                "kind": r["kind"], "target": f"{r['target_kind']}={r['target']:g}", "input": f"{side}x{side}", "torch_ms": ms[r["cell"]],
                 "speedup": ms[dense_key] / ms[r["cell"]], "recorded_ms": r["latency_ms_pruned"],
                 "recorded_speedup": r["latency_speedup"], "flop_speedup": r["flops_dense"] / r["flops_pruned"],
             })

@@ -43,98 +43,19 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from toolkit.contract import PruneRequest, PruneResult, PrunerSpec
-from toolkit.pruning.criteria import create_criterion
+from toolkit.contract import Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
 from toolkit.hookspecs import hookimpl
-from toolkit.pruning.masking import SCOPES, Masks, apply_masks, mask_sparsity, masks_from_scores, weights_by_name
-from toolkit.results.measure import sparsity
-from toolkit.workbench.models import output_layers
+from toolkit.pruning.criteria import create_criterion
+from toolkit.pruning.gradual import (
+    check_ran, counting, gradual_masks, ignored_layers, prunable_weights, unstructured_result,
+)
+from toolkit.pruning.masking import Masks, apply_masks, masks_from_scores
 from toolkit.pruning.schedules import Schedule, Shape
+from toolkit.results.measure import sparsity
 
 BACKENDS: tuple[str, ...] = ("toolkit", "nni")
 GRADUAL_CRITERIA: tuple[str, ...] = ("taylor", "magnitude")
-
-
-# -- shared --------------------------------------------------------------------------
-def _ignored(request: PruneRequest) -> list[nn.Module]:
-    """The request's ignored layers plus the output head, which is never pruned."""
-    layers = list(request.ignored_layers)
-    return layers + [m for m in output_layers(request.model) if all(m is not x for x in layers)]
-
-
-def _prunable(request: PruneRequest) -> dict[str, torch.Tensor]:
-    weights = weights_by_name(request.model, _ignored(request))
-    if not weights:
-        raise PruningError(f"{type(request.model).__name__} has no conv or linear weights outside the ignored layers to prune")
-    return weights
-
-
-def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def _counting(after_step: Callable[[nn.Module, int], None] | None = None) -> tuple[list[int], Callable[[nn.Module, int], None]]:
-    """An ``after_step`` that counts optimiser steps itself: trainers may restart ``i`` per chunk."""
-    count = [0]
-
-    def step(model: nn.Module, i: int) -> None:
-        count[0] += 1
-        if after_step:
-            after_step(model, count[0])
-
-    return count, step
-
-
-def _check_ran(count: int, expected: int) -> None:
-    if count != expected:
-        raise PruningError(f"the trainer ran {count} of the {expected} steps the schedule needs; "
-                           "a StepTrainer must run exactly `steps` steps and call after_step after each")
-
-
-def _result(request: PruneRequest, backend: str, masks: Masks, history: list[dict[str, Any]], meta: dict[str, Any]) -> PruneResult:
-    achieved = sparsity(request.model, _ignored(request))
-    meta = {**meta, "target_sparsity": request.sparsity, "mask_sparsity": mask_sparsity(masks)}
-    return PruneResult(request.model, "unstructured", backend, achieved, masks, history, meta)
-
-
-# -- gradual pruning, our backend --------------------------------------------------------
-def _toolkit_gradual(
-    request: PruneRequest, schedule: Schedule, criterion_name: str, scope: str, cooldown: int,
-    optimizer: torch.optim.Optimizer | None,
-) -> tuple[Masks, list[dict[str, Any]]]:
-    """Train, and at every prune iteration rank the weights and zero the lowest ones.
-
-    Masks are re-applied after every optimiser step (momentum would otherwise
-    move a pruned weight off zero), and they are monotone: a pruned weight
-    stays pruned. For movement this differs from the paper's straight-through
-    masks, which keep the dense weights and let a weight come back: here a
-    pruned weight is zero, its score stops moving, and bringing it back would
-    only revive a zero (which still counts as sparse). NNI's backend has the
-    paper's revivable masks.
-    """
-    model, ignored = request.model, _ignored(request)
-    weights = _prunable(request)
-    criterion = create_criterion(criterion_name, weights)
-    masks: Masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
-    prune_at = set(schedule.prune_iterations())
-    history: list[dict[str, Any]] = []
-
-    def after_step(model: nn.Module, t: int) -> None:
-        apply_masks(model, masks)
-        if t in prune_at:
-            target = schedule.at(t)
-            masks.update(masks_from_scores(criterion.scores(), target, scope, keep_pruned=masks))
-            apply_masks(model, masks)
-            criterion.after_prune()
-            history.append({"iteration": t, "target_sparsity": target, "sparsity": sparsity(model, ignored)})
-
-    total = schedule.end + cooldown
-    count, counted = _counting(after_step)
-    request.train(model, total, optimizer=optimizer, after_backward=lambda m: criterion.observe(), after_step=counted)
-    _check_ran(count[0], total)
-    return masks, history
 
 
 # -- NNI ------------------------------------------------------------------------------------
@@ -175,7 +96,7 @@ def _nni_unwrap(pruner: Any, model: nn.Module, before: dict[str, tuple[list[str]
 
 def _nni_training(request: PruneRequest, after_step: Callable[[nn.Module, int], None]) -> tuple[list[int], Callable[..., None]]:
     """A ``TorchEvaluator`` training function that runs the request's trainer with NNI's patched optimiser."""
-    count, counted = _counting(after_step)
+    count, counted = counting(after_step)
 
     def training_func(model: nn.Module, optimizers: Any, training_step: Any, lr_schedulers: Any = None,
                       max_steps: int | None = None, max_epochs: int | None = None) -> None:
@@ -214,7 +135,7 @@ def _nni_gradual(
     if schedule.initial > 0:
         raise PruningError("NNI's schedules always start from sparsity 0; use backend='toolkit' for initial_sparsity > 0")
     model = request.model
-    weights = _prunable(request)
+    weights = prunable_weights(request)
     before = _before_wrapping(model)
     total_prunable = sum(w.numel() for w in weights.values())
     holder: dict[str, Any] = {}
@@ -252,7 +173,7 @@ def _nni_gradual(
         # fails with a bare KeyError.
         raise PruningError(f"NNI's {type(pruner).__name__} failed ({exc!r} missing), as it does when a pruned "
                            "weight gets no gradient (an unused or frozen layer); use backend='toolkit'") from exc
-    _check_ran(count[0], total)
+    check_ran(count[0], total)
     masks = _nni_masks(pruner)
     _nni_unwrap(pruner, model, before)
     apply_masks(model, masks)
@@ -268,8 +189,6 @@ class GradualPruner:
         initial_sparsity: float = 0.0, warmup_steps: int = 0, cooldown_steps: int = 0,
         lr: float | None = None, momentum: float | None = None,
     ) -> None:
-        _check_choice("scope", scope, SCOPES)
-        _check_choice("backend", backend, BACKENDS)
         self.method, self.shape, self.criterion, self.scope, self.backend = method, shape, criterion, scope, backend
         self.initial, self.warmup, self.cooldown = float(initial_sparsity), int(warmup_steps), int(cooldown_steps)
         if self.warmup < 0 or self.cooldown < 0:
@@ -306,22 +225,18 @@ class GradualPruner:
                 lr, momentum = self._optimizer_settings()
                 optimizer = torch.optim.SGD(request.model.parameters(), lr=lr, momentum=momentum)
                 meta["optimizer"] = f"SGD(lr={lr}, momentum={momentum})"
-            masks, history = _toolkit_gradual(request, schedule, self.criterion, self.scope, self.cooldown, optimizer)
-        return _result(request, self.backend, masks, history, meta)
+            masks, history = gradual_masks(request, schedule, self.criterion, self.scope, self.cooldown, optimizer)
+        return unstructured_result(request, self.backend, masks, history, meta)
 
 
 class OneShotLevel:
     """One-shot magnitude pruning: the cheap baseline, no training."""
 
     def __init__(self, scope: str = "layer", backend: str = "nni") -> None:
-        _check_choice("scope", scope, SCOPES)
-        _check_choice("backend", backend, BACKENDS)
         self.scope, self.backend = scope, backend
 
     def prune(self, request: PruneRequest) -> PruneResult:
-        if not 0.0 <= request.sparsity < 1.0:
-            raise UsageError(f"sparsity must lie in [0, 1), got {request.sparsity}")
-        weights = _prunable(request)
+        weights = prunable_weights(request)
         if self.backend == "nni":
             from nni.compression.pruning import LevelPruner as NNILevel
 
@@ -333,61 +248,46 @@ class OneShotLevel:
         else:
             masks = masks_from_scores(create_criterion("magnitude", weights).scores(), request.sparsity, self.scope)
         apply_masks(request.model, masks)
-        history = [{"iteration": 0, "target_sparsity": request.sparsity, "sparsity": sparsity(request.model, _ignored(request))}]
-        return _result(request, self.backend, masks, history, {"method": "level", "criterion": "magnitude", "scope": self.scope})
+        history = [{"iteration": 0, "target_sparsity": request.sparsity, "sparsity": sparsity(request.model, ignored_layers(request))}]
+        return unstructured_result(request, self.backend, masks, history, {"method": "level", "criterion": "magnitude", "scope": self.scope})
 
 
 # -- registration --------------------------------------------------------------------------------
-def _factory(build: Callable[..., Any], allowed: tuple[str, ...], name: str) -> Callable[..., Any]:
-    """Turn unknown options into a UsageError that lists the known ones."""
-    def factory(**options: Any) -> Any:
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise UsageError(f"pruner {name!r} has no option {', '.join(map(repr, unknown))}; options: {', '.join(allowed)}")
-        return build(**options)
-
-    return factory
-
-
-_COMMON = ("scope", "backend", "lr", "momentum")
-
-
-def _linear(criterion: str = "taylor", **options: Any) -> GradualPruner:
-    _check_choice("criterion", criterion, GRADUAL_CRITERIA)
-    return GradualPruner("linear", "linear", criterion, **options)
-
-
-def _agp(criterion: str = "taylor", **options: Any) -> GradualPruner:
-    _check_choice("criterion", criterion, GRADUAL_CRITERIA)
-    return GradualPruner("agp", "cubic", criterion, **options)
-
-
-def _movement(**options: Any) -> GradualPruner:
-    return GradualPruner("movement", "cubic", "movement", **options)
+_COMMON = (
+    Option("scope", str, "layer", "rank weights per layer or across all layers", ("layer", "global")),
+    Option("backend", str, "toolkit", "toolkit (our schedule and masks) or nni (NNI 3.0's pruners)", BACKENDS),
+    Option("lr", float, None, "own SGD learning rate during pruning (default: the trainer's optimiser)"),
+    Option("momentum", float, None, "own SGD momentum during pruning"),
+)
+_INITIAL = Option("initial_sparsity", float, 0.0, "zeta_0, the sparsity the schedule starts from")
+_CRITERION = Option("criterion", str, "taylor", "weight scores: taylor (g*w)^2 or magnitude |w|", GRADUAL_CRITERIA)
 
 
 @hookimpl
 def register_pruners(register: Callable[[PrunerSpec], None]) -> None:
     register(PrunerSpec(
         "linear", "unstructured", "toolkit",
-        "gradual, sparsity rising linearly every step_interval iterations; Taylor (g*w)^2 or magnitude scores "
-        "(options: criterion, scope, initial_sparsity, backend=toolkit|nni)",
-        _factory(_linear, ("criterion", "initial_sparsity", *_COMMON), "linear"),
+        "gradual, sparsity rising linearly every step_interval iterations; Taylor (g*w)^2 or magnitude scores",
+        lambda criterion, **o: GradualPruner("linear", "linear", criterion, **o),
+        options=(_CRITERION, _INITIAL, *_COMMON),
     ))
     register(PrunerSpec(
         "agp", "unstructured", "toolkit",
-        "automated gradual pruning, cubic schedule (Zhu & Gupta); Taylor (g*w)^2 or magnitude scores "
-        "(options: criterion, scope, initial_sparsity, backend=toolkit|nni)",
-        _factory(_agp, ("criterion", "initial_sparsity", *_COMMON), "agp"),
+        "automated gradual pruning, cubic schedule (Zhu & Gupta); Taylor (g*w)^2 or magnitude scores",
+        lambda criterion, **o: GradualPruner("agp", "cubic", criterion, **o),
+        options=(_CRITERION, _INITIAL, *_COMMON),
     ))
     register(PrunerSpec(
         "movement", "unstructured", "toolkit",
-        "movement pruning (Sanh et al.): scores -dL/dW*W accumulated in training, cubic schedule "
-        "(options: warmup_steps, cooldown_steps, scope, backend=toolkit|nni)",
-        _factory(_movement, ("warmup_steps", "cooldown_steps", "initial_sparsity", *_COMMON), "movement"),
+        "movement pruning (Sanh et al.): scores -dL/dW*W accumulated in training, cubic schedule",
+        lambda **o: GradualPruner("movement", "cubic", "movement", **o),
+        options=(Option("warmup_steps", int, 0, "steps before the first prune"),
+                 Option("cooldown_steps", int, 0, "steps after the last prune, masks fixed"), _INITIAL, *_COMMON),
     ))
     register(PrunerSpec(
         "level", "unstructured", "nni",
-        "one-shot magnitude |w| pruning, NNI LevelPruner (options: scope, backend=nni|toolkit)",
-        _factory(OneShotLevel, ("scope", "backend"), "level"),
+        "one-shot magnitude |w| pruning, NNI LevelPruner",
+        OneShotLevel,
+        options=(Option("scope", str, "layer", "per layer or global", ("layer", "global")),
+                 Option("backend", str, "nni", "nni or toolkit", BACKENDS)),
     ))

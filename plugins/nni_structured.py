@@ -20,13 +20,12 @@ from typing import Callable
 
 from torch import nn
 
-from toolkit.contract import PruneRequest, PruneResult, PrunerSpec
+from toolkit.contract import Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.hookspecs import hookimpl
 from toolkit.results.measure import count_flops, count_parameters
 from toolkit.workbench.models import output_layers
 from toolkit.pruning.importances import MaskImportance, channel_mask
 from toolkit.pruning.surgery import PRUNABLE, ChannelSurgery
-from toolkit_plugins.torch_pruning_pruners import options_factory
 
 BACKEND = "nni+torch-pruning"
 METHODS = {
@@ -89,8 +88,14 @@ class NNIChannelPruner:
         )
 
 
+OPTIONS = (
+    Option("round_to", int, None, "keep channel counts multiples of this (e.g. 8)"),
+    Option("keep_residual", bool, False, "leave summed (residual) channels whole, prune inside blocks"),
+)
+
+
 @hookimpl
 def register_pruners(register: Callable[[PrunerSpec], None]) -> None:
     for name, (_, description) in METHODS.items():
         register(PrunerSpec(name=name, kind="structured", backend=BACKEND, description=description,
-                            factory=options_factory(NNIChannelPruner, name)))
+                            factory=lambda method=name, **o: NNIChannelPruner(method, **o), options=OPTIONS))

@@ -16,9 +16,9 @@ TINY = ["--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch
 def test_train_writes_a_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--arch", "fpn", "--data", "synthetic", "--epochs", "2", "--out", str(out), *TINY]) == 0
-    for name in ("config.toml", "train_metrics.csv", "metrics.json", "dense.pt", "train_last.pt", "train_best.pt", "curves.png"):
+    for name in ("config.toml", "train_metrics.csv", "stats.json", "dense.pt", "train_last.pt", "train_best.pt", "curves.png"):
         assert (out / name).exists(), name
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "stats.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert 0.0 <= metrics["test_iou"] <= 1.0
     assert "synthetic" in capsys.readouterr().out
@@ -39,7 +39,9 @@ def test_prune_runs_the_three_stages(tmp_path, plugin, kind):
         assert result["params_pruned"] < result["params_dense"] and result["flops_reduction"] > 0.3
     else:
         assert result["params_pruned"] == result["params_dense"]
-        assert result["sparsity_pruned"] == pytest.approx(0.5, abs=0.01), "zeros survive fine-tuning"
+        assert result["zero_fraction_pruned"] == pytest.approx(0.5, abs=0.01), "zeros survive fine-tuning"
+    assert result["target_kind"] == ("rate" if kind == "structured" else "sparsity") and result["target"] == 0.5
+    assert result["reached"] == pytest.approx(0.5, abs=0.01) and result["target_met"]
     assert (out / "pruned.pt").exists() and (out / "curves.png").exists()
     assert_exports_to_onnx(out / "pruned.pt")
 

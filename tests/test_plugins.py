@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import toolkit
-from toolkit import PruneRequest, PruneResult, PrunerSpec, hookimpl
+from toolkit import Option, PruneRequest, PruneResult, PrunerSpec, hookimpl
 from toolkit.contract import check_result
 from toolkit.errors import UnknownNameError
 from toolkit.plugins import Registry, get_registry, reset_registry
@@ -66,7 +66,7 @@ def test_pip_installed_plugin_is_listed_and_usable(installed_plugins):
     assert reg.distribution == "toolkit-sample-plugin"
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 2, 1))
     pruner = toolkit.create_pruner("sample_magnitude")
-    result = check_result(None, pruner.prune(PruneRequest(model, torch.randn(1, 3, 8, 8), 0.5, ignored_layers=[model[2]])))
+    result = check_result(pruner.prune(PruneRequest(model, torch.randn(1, 3, 8, 8), 0.5, ignored_layers=[model[2]])))
     assert result.sparsity == pytest.approx(0.5, abs=0.01)
     assert (model[0].weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
     assert (model[2].weight != 0).all(), "ignored layer must stay dense"
@@ -117,7 +117,8 @@ def toy_registry():
     class ToyPlugin:
         @hookimpl
         def register_pruners(self, register):
-            register(PrunerSpec("toy", "unstructured", "toy", "zero the first filters", ToyPruner))
+            register(PrunerSpec("toy", "unstructured", "toy", "zero the first filters", ToyPruner,
+                                options=(Option("honest", bool, True),)))
 
     registry = Registry(entry_points=False)
     registry.register(ToyPlugin(), name="toy-plugin")
@@ -128,10 +129,10 @@ def toy_registry():
 def test_contract_on_a_toy_pruner(toy_registry):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 2, 1))
     request = PruneRequest(model, torch.randn(1, 3, 8, 8), 0.5, ignored_layers=[model[1]])
-    result = check_result(request, toy_registry.create("toy").prune(request))
+    result = check_result(toy_registry.create("toy").prune(request))
     assert result.kind == "unstructured" and result.sparsity == pytest.approx(0.5)
     with pytest.raises(TypeError, match="must return PruneResult"):
-        check_result(request, toy_registry.create("toy", honest=False).prune(request))
+        check_result(toy_registry.create("toy", {"honest": False}).prune(request))
     assert toy_registry.list("to*") == ["toy"] and toy_registry.list("x*") == []
 
 

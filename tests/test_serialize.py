@@ -10,7 +10,7 @@ from toolkit.errors import UsageError
 from toolkit.results.measure import count_parameters
 from toolkit.workbench.models import create_model
 from toolkit.pruning.serialize import export_onnx, load_pruned, read_pruned, save_pruned
-from toolkit.pruning.surgery import prune_channels
+from toolkit.pruning import prune_channels
 
 X = torch.randn(2, 3, 64, 64)
 
@@ -19,7 +19,7 @@ X = torch.randn(2, 3, 64, 64)
 def pruned(arch: str, encoder: str) -> nn.Module:
     torch.manual_seed(0)
     model = create_model(arch, encoder, num_classes=3).eval()
-    return prune_channels(model, X[:1], 0.4, "fpgm")
+    return prune_channels(model, X[:1], 0.4, "fpgm").model
 
 
 @pytest.mark.parametrize(("arch", "encoder"), [

@@ -10,7 +10,9 @@ from torch import nn
 
 from toolkit.results.measure import count_flops, count_parameters
 from toolkit.workbench.models import SEGMENTATION_ARCHS, create_model
-from toolkit.pruning.surgery import ChannelSurgery, prune_channels
+from toolkit.pruning import prune_channels
+from toolkit.pruning.importances import GeometricMedianImportance
+from toolkit.pruning.surgery import ChannelSurgery
 
 X = torch.randn(1, 3, 64, 64)
 
@@ -38,7 +40,7 @@ def test_every_segmentation_architecture_prunes_at_half_width(arch):
     model = create_model(arch, "resnet18", num_classes=2).eval()
     params0 = count_parameters(model)
     with time_limit(60):  # a few seconds normally; unbounded for MA-Net without our tracing proxy
-        surgery = ChannelSurgery(model, X, 0.5, "fpgm")
+        surgery = ChannelSurgery(model, X, 0.5, GeometricMedianImportance())
         reached = surgery.step()
     assert reached == pytest.approx(0.5, abs=0.01)
     # half the channels on both sides of nearly every layer: about a quarter of the weights remain
@@ -96,7 +98,7 @@ def test_torchvision_classifiers_prune_with_fpgm(arch):
     torch.manual_seed(0)
     model = create_model(arch).eval()
     params0, flops0 = count_parameters(model), count_flops(model, X)
-    reached = ChannelSurgery(model, X, 0.4, "fpgm").step()
+    reached = ChannelSurgery(model, X, 0.4, GeometricMedianImportance()).step()
     assert model.fc.out_features == 1000  # the classes are never pruned
     assert count_parameters(model) < 0.45 * params0 and count_flops(model, X) < 0.45 * flops0
     if arch.startswith("resnext"):

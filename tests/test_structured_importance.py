@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from toolkit.errors import PruningError, UnknownNameError
-from toolkit.pruning.importances import TaylorImportance, create_importance, list_importances
-from toolkit.pruning.surgery import prune_channels
-
+from toolkit.plugins import get_registry
+from toolkit.pruning import prune_channels
+from toolkit.pruning.importances import RandomImportance, TaylorImportance
 
 
 def two_convs(filters: torch.Tensor) -> nn.Sequential:
@@ -99,12 +99,21 @@ def test_random_is_seeded():
     picks = []
     for _ in range(2):
         net = two_convs(FILTERS)
-        prune_channels(net, torch.randn(1, 3, 4, 4), 0.5, create_importance("random", seed=3), ignored_layers=[net[2]])
+        prune_channels(net, torch.randn(1, 3, 4, 4), 0.5, RandomImportance(seed=3), ignored_layers=[net[2]])
         picks.append(kept_rows(FILTERS, net))
     assert picks[0] == picks[1] and len(picks[0]) == 4
 
 
+def test_random_follows_the_run_seed():
+    picks = []
+    for seed in (3, 3, 4):
+        net = two_convs(FILTERS)
+        prune_channels(net, torch.randn(1, 3, 4, 4), 0.5, "random", ignored_layers=[net[2]], seed=seed)
+        picks.append(kept_rows(FILTERS, net))
+    assert picks[0] == picks[1] and picks[0] != picks[2]
+
+
 def test_unknown_criterion_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="fpgm, l1, l2, lamp, random, taylor"):
-        create_importance("hrank")
-    assert list_importances() == ["fpgm", "l1", "l2", "lamp", "random", "taylor"]
+        prune_channels(two_convs(FILTERS), torch.randn(1, 3, 4, 4), 0.5, "hrank")
+    assert {"fpgm", "l1", "l2", "lamp", "random", "taylor"} <= set(get_registry().importances)

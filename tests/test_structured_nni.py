@@ -37,7 +37,7 @@ def test_nni_masks_become_a_physically_smaller_model(registry, arch):
     dense = copy.deepcopy(model)
     params0, flops0 = count_parameters(model), count_flops(model, X)
     request = PruneRequest(model=model, example_inputs=X, sparsity=0.3, ignored_layers=output_layers(model))
-    result = check_result(request, registry.create("nni-l1").prune(request))
+    result = check_result(registry.create("nni-l1").prune(request))
 
     assert result.sparsity == pytest.approx(0.3, abs=0.01)
     assert count_parameters(result.model) < 0.6 * params0 and count_flops(result.model, X) < 0.6 * flops0

@@ -75,7 +75,7 @@ def test_pruner_removes_channels_physically(name):
     x = request.example_inputs
     params0, flops0 = count_parameters(model), count_flops(model, x)
 
-    result = check_result(request, create_pruner(name).prune(request))
+    result = check_result(create_pruner(name).prune(request))
     pruned = result.model
 
     assert (result.kind, result.backend) == ("structured", "torch-pruning")
@@ -147,14 +147,14 @@ def test_rate_outside_zero_to_one_is_refused():
 
 
 def test_unknown_option_lists_the_known_ones():
-    with pytest.raises(UsageError, match="unknown option.*globl.*known: global_pruning"):
+    with pytest.raises(UsageError, match="unknown option.*globl.*options: global_pruning"):
         create_pruner("fpgm", globl=True)
 
 
 def test_score_floor_needs_an_evaluator_and_iterative_mode():
     with pytest.raises(PruningError, match="needs an evaluator"):
         create_pruner("l1", iterative=True, min_score=0.5).prune(request_for(tiny_unet()))
-    with pytest.raises(UsageError, match="iterative=True"):
+    with pytest.raises(UsageError, match="iterative=true"):
         create_pruner("l1", max_drop=0.1).prune(request_for(tiny_unet()))
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from toolkit.results.measure import count_flops, count_parameters, reduction
 from toolkit.workbench.models import create_model
+from toolkit.pruning.importances import GeometricMedianImportance
 from toolkit.pruning.surgery import ChannelSurgery
 
 X = torch.randn(1, 3, 64, 64)
@@ -42,7 +43,7 @@ def test_resnet50_reductions_by_rate_and_definition():
         model = create_model("resnet50").eval()
         params0, flops0 = count_parameters(model), count_flops(model, X)
         # one graph, five equal steps: after step k the rate is k * 10%, exactly as one-shot
-        surgery = ChannelSurgery(model, X, max(RATES), "fpgm", steps=len(RATES), **kept_layers(model, definition))
+        surgery = ChannelSurgery(model, X, max(RATES), GeometricMedianImportance(), steps=len(RATES), **kept_layers(model, definition))
         if "keep_residual" in kept_layers(model, definition):  # exactly ResNet's residual stream is kept
             residual = {b.conv3 for b in blocks(model)} | {b.downsample[0] for b in blocks(model) if b.downsample is not None}
             assert residual <= set(surgery.ignored) and not {b.conv1 for b in blocks(model)} & set(surgery.ignored)

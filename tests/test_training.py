@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 from toolkit.workbench.data import load_splits
 from toolkit.workbench.metrics import iou
 from toolkit.workbench.models import SEGMENTATION_ARCHS, create_model
-from toolkit.workbench.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler
+from toolkit.workbench.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler, run_steps
 
 TINY = dict(encoder="resnet18", num_classes=4)
 
@@ -31,9 +31,8 @@ def test_every_architecture_learns_a_fixed_batch(arch):
     model = create_model(arch, **TINY)
     model.train()
     opt = make_optimizer(model, trainer.cfg)
-    first = trainer.train_step(model, opt, x, y)
-    for _ in range(5):
-        last = trainer.train_step(model, opt, x, y)
+    losses = run_steps(model, opt, 6, lambda m: trainer.batch_loss(m, x, y))
+    first, last = losses[0], losses[-1]
     assert last < first, f"{arch}: Tversky loss did not decrease ({first:.4f} -> {last:.4f})"
     assert model(x).shape == (4, 4, 64, 64)
 
@@ -90,6 +89,12 @@ def test_fit_writes_checkpoints_and_resumes(tmp_path):
     resumed = Trainer(ds, ds, 4, cfg).fit(again, 2, "train", tmp_path)
     assert [h.epoch for h in resumed] == [1, 2]
     assert resumed[0].val_iou == history[0].val_iou
+    # ... and ends exactly where two epochs without a break end: each epoch draws from its own seed.
+    torch.manual_seed(0)
+    straight = create_model("fpn", **TINY)
+    Trainer(ds, ds, 4, cfg).fit(straight, 2, "train", tmp_path / "straight")
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
 
 
 def test_balanced_sampling_draws_every_stratum_equally_often():
@@ -119,9 +124,10 @@ def test_step_calls_keep_one_optimizer_until_the_parameters_change():
     trainer = Trainer(ds, ds, 4, TrainConfig(batch_size=2, momentum=0.9, progress=False))
     model = create_model("linknet", **TINY)
     trainer(model, 1)
-    first = trainer._optimizer_for(model)
+    first, schedule = trainer._optimizer_for(model)
     assert first.state, "no momentum buffers after a step"
     trainer(model, 1)
-    assert trainer._optimizer_for(model) is first
+    assert trainer._optimizer_for(model)[0] is first
+    assert schedule.last_epoch == 2, "the learning-rate schedule goes on across calls"
     other = copy.deepcopy(model)  # new parameters, as after channel surgery
-    assert trainer._optimizer_for(other) is not first
+    assert trainer._optimizer_for(other)[0] is not first

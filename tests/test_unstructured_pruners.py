@@ -182,7 +182,7 @@ def test_registry_builds_agp_with_magnitude_from_the_entry_point_plugin():
 
 
 def test_user_errors_say_what_to_do():
-    with pytest.raises(UsageError, match="criterion must be one of taylor, magnitude"):
+    with pytest.raises(UsageError, match="criterion' of pruner 'agp' must be one of taylor, magnitude"):
         toolkit.create_pruner("agp", criterion="fisher")
     with pytest.raises(UsageError, match="options: "):
         toolkit.create_pruner("level", warmup_steps=3)

@@ -9,128 +9,195 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from toolkit.errors import ToolkitError
 
 Command = Callable[[argparse.Namespace], int]
 
 
+# -- plugins ----------------------------------------------------------------------------
 def _cmd_plugins(args: argparse.Namespace) -> int:
+    import json
+
     from rich.console import Console
     from rich.table import Table
 
     from toolkit.plugins import get_registry
 
     registry = get_registry()
+    if args.json:
+        names = set(registry.list(args.pattern))
+        plugins = registry.plugins()
+        for entry in plugins:
+            entry["provides"] = [p for p in entry["provides"] if p["type"] != "pruner" or p["name"] in names]
+        payload = {
+            "pruners": [
+                {"name": n, "kind": r.spec.kind, "backend": r.spec.backend, "plugin": r.plugin,
+                 "distribution": r.distribution, "version": r.version, "description": r.spec.description,
+                 "options": [{"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help,
+                              "choices": list(o.choices) if o.choices else None} for o in r.spec.options]}
+                for n, r in registry.pruners.items() if n in names
+            ],
+            "plugins": plugins,
+            "broken": [{"plugin": b.plugin, "distribution": b.distribution, "error": b.error,
+                        **({"traceback": b.detail} if args.verbose else {})} for b in registry.broken],
+            "disabled": sorted(registry.disabled),
+        }
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
     table = Table(title="pruners", title_justify="left")
     for col in ("name", "backend", "kind", "distribution"):
         table.add_column(col, no_wrap=True)  # names must stay whole to be copied
     table.add_column("description")
     for name in registry.list(args.pattern):
         reg = registry.pruners[name]
-        table.add_row(name, reg.spec.backend, reg.spec.kind, reg.distribution, reg.spec.description)
+        description = reg.spec.description
+        if args.verbose and reg.spec.options:
+            description += "\noptions: " + "; ".join(o.describe() for o in reg.spec.options)
+        table.add_row(name, reg.spec.backend, reg.spec.kind, reg.distribution, description)
     console = Console(width=max(120, Console().width))
     console.print(table)
     for broken in registry.broken:
-        console.print(f"[red]broken plugin[/red] {broken.plugin} ({broken.distribution}): {broken.error}")
+        console.print(f"[red]broken plugin[/red] {broken.plugin} ({broken.distribution}): {broken.error}", markup=True)
         if args.verbose and broken.detail:
             console.print(broken.detail, markup=False)
+    if registry.disabled:
+        console.print(f"disabled by TOOLKIT_DISABLE_PLUGINS: {', '.join(sorted(registry.disabled))}")
     return 0
 
 
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plugins", help="list installed pruner plugins", description="List every pruner that installed plugins offer, and plugins that failed to load.")
+    p = sub.add_parser("plugins", help="list installed pruner plugins",
+                       description="List every pruner that installed plugins offer, and plugins that failed to load. "
+                                   "TOOLKIT_DISABLE_PLUGINS=name1,name2 skips plugins by name.")
     p.add_argument("pattern", nargs="?", help="only names matching this glob, e.g. 'l*'")
-    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of broken plugins")
+    p.add_argument("-v", "--verbose", action="store_true", help="each pruner's options; tracebacks of broken plugins")
+    p.add_argument("--json", action="store_true", help="machine-readable: pruners, plugins and the hooks they use")
     p.set_defaults(func=_cmd_plugins)
 
 
-def _add_run_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> None:
-    """Options shared by train/prune/compare; unset ones keep the config's value."""
-    p.add_argument("--config", help="TOML file with settings (command-line options override it)")
-    p.add_argument("--arch", help="unet, unetplusplus, fpn, linknet, manet (default fpn)")
+# -- options shared by train / prune / compare -------------------------------------------
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    """Run settings; unset ones keep the config's value."""
     p.add_argument("--encoder", help="smp encoder name (default resnet101, as in the research)")
     p.add_argument("--encoder-weights", help="none (default), imagenet, or PATH to an encoder state_dict")
-    p.add_argument("--data", help="synthetic (default, generated), magnetic-tile, or FORMAT:PATH / PATH")
     p.add_argument("--image-size", type=int, help="training size in pixels, a multiple of 32, at least 64 (default 128)")
     p.add_argument("--limit", type=int, help="read at most this many images (quick runs; 0 = all)")
     p.add_argument("--binary", action="store_true", default=None, help="defect / no-defect instead of one class per defect")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip (and report) unreadable files instead of stopping")
-    p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int, help="default 4")
     p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (quick runs)")
     p.add_argument("--sampling", choices=["shuffle", "balanced"],
                    help="training draws: shuffle (default) or balanced (each class folder equally often)")
+    p.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"], help="training precision (default 32)")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="torch's deterministic algorithms: GPU runs repeat exactly (slower)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    p.add_argument("--pin-memory", action="store_true", default=None, help="page-locked batches for faster GPU copies")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--pruning-steps", type=int, help="n_p: pruning steps of gradual and iterative pruners (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """The run-settings overrides the command line gives (None = not given)."""
+    train = {k: v for k, v in {
+        "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch, "sampling": args.sampling,
+        "workers": args.workers, "pin_memory": args.pin_memory, "progress": False if args.no_progress else None,
+    }.items() if v is not None}
+    run = {name: getattr(args, name, None) for name in (
+        "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "device", "precision",
+        "deterministic", "threads", "pruning_steps",
+    )}
+    run.update(epochs or {})
+    return {**{k: v for k, v in run.items() if v is not None}, **({"train": train} if train else {})}
+
+
+def _add_job_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> None:
+    p.add_argument("--config", help="TOML file with settings (command-line options override it)")
+    p.add_argument("--arch", help="unet, unetplusplus, fpn, linknet, manet (default fpn)")
+    p.add_argument("--data", help="synthetic (default, generated), magnetic-tile, or FORMAT:PATH / PATH")
+    p.add_argument("--seed", type=int, help="seeds the model, the split, the data order and the pruner (default 0)")
     for stage in epochs:
         p.add_argument(f"--epochs-{stage}" if len(epochs) > 1 else "--epochs", dest=f"epochs_{stage}", type=int,
                        help=f"epochs of the {stage} stage")
     p.add_argument("--out", help="run folder; an existing one is resumed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_settings(p)
 
 
-def _config_from(args: argparse.Namespace, **extra: object):
+def _job_from(args: argparse.Namespace, **extra: object):
     from toolkit.config import load_config
 
-    train = {k: v for k, v in {
-        "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch, "sampling": args.sampling,
-        "seed": args.seed, "progress": False if args.no_progress else None,
-    }.items() if v is not None}
-    overrides = {name: getattr(args, name, None) for name in (
-        "arch", "encoder", "encoder_weights", "data", "image_size", "limit", "binary", "skip_bad", "seed",
-        "epochs_train", "epochs_prune", "epochs_finetune",
-    )}
-    return load_config(args.config, **overrides, **extra, train=train or None)
+    epochs = {f"epochs_{s}": getattr(args, f"epochs_{s}", None) for s in ("train", "prune", "finetune")}
+    job = {"arch": args.arch, "data": args.data, "seed": args.seed, **extra}
+    return load_config(args.config, **job, **_settings(args, epochs))
 
 
-def _out_dir(args: argparse.Namespace, name: str):
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
     import time
-    from pathlib import Path
 
     return Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+# -- train ------------------------------------------------------------------------------
 def _cmd_train(args: argparse.Namespace) -> int:
     from toolkit.config import write_config
-    from toolkit.runner.stages import build_workbench, describe, train_dense, write_json
-    from toolkit.results.plots import plot_curves
+    from toolkit.runner.dense import train_dense
 
-    cfg = _config_from(args)
-    out = _out_dir(args, f"train-{cfg.arch}")
+    job = _job_from(args)
+    out = _out_dir(args, f"train-{job.arch}")
     out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out / "config.toml")
-    wb = build_workbench(cfg)
-    print(f"data: {wb.splits.description}; train/val/test = {len(wb.splits.train)}/{len(wb.splits.val)}/{len(wb.splits.test)}")
-    dense = train_dense(wb, out)
-    stats = describe(dense.model, wb)
-    stats.update(arch=cfg.arch, encoder=cfg.encoder, dataset=cfg.data, classes=wb.splits.class_names,
-                 history=[h.__dict__ for h in dense.history], time_train_s=dense.seconds)
-    write_json(stats, out / "metrics.json")
-    plot_curves(dense.history, out / "curves.png", title=f"{cfg.arch} ({cfg.encoder}) on {cfg.data}")
+    write_config(job, out / "config.toml")
+    stats = train_dense(job.arch, job.data, job.seed, job.run, out)
+    train, val, test = stats["splits"]
+    print(f"data: {stats['data_description']}; train/val/test = {train}/{val}/{test}")
     print(f"test mean IoU {stats['test_iou']:.4f}; params {stats['params']:,}; wrote {out}")
     return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a dense segmentation model", description="Train a dense model and write a run folder (config, metrics CSV/JSON, checkpoints, curve plot).")
-    _add_run_options(p, ("train",))
+    p = sub.add_parser("train", help="train a dense segmentation model",
+                       description="Train a dense model and write a run folder (config, metrics CSV, stats.json, "
+                                   "checkpoints, curve plot).")
+    _add_job_options(p, ("train",))
     p.set_defaults(func=_cmd_train)
 
 
+# -- prune ------------------------------------------------------------------------------
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from toolkit.runner.stages import run_prune_pipeline
+    from toolkit.errors import UsageError
     from toolkit.plugins import get_registry
+    from toolkit.pruning.targets import Target
+    from toolkit.runner.cell import Cell, run_cell
+    from toolkit.runner.dense import train_dense
+    from toolkit.runner.stages import read_recipe, write_json
 
     get_registry().get(args.plugin)  # unknown names fail before any work
-    options = _plugin_options(args.option)
-    cfg = _config_from(args, plugin=args.plugin, sparsity=args.sparsity, checkpoint=args.checkpoint,
-                       pruning_steps=args.pruning_steps, plugin_options=options or None)
-    out = _out_dir(args, f"prune-{cfg.arch}-{cfg.plugin}")
-    r = run_prune_pipeline(cfg, out)
+    if args.sparsity is not None and args.target is not None:
+        raise UsageError("give --sparsity or --target, not both")
+    target = args.target if args.target is not None else (None if args.sparsity is None else str(args.sparsity))
+    arch = args.arch
+    if args.checkpoint:
+        arch = read_recipe(args.checkpoint)["arch"]  # the checkpoint says what model it is
+    job = _job_from(argparse.Namespace(**{**vars(args), "arch": arch}), plugin=args.plugin, target=target,
+                    checkpoint=args.checkpoint, plugin_options=_plugin_options(args.option) or None)
+    if job.checkpoint:
+        job.run.encoder = read_recipe(job.checkpoint)["encoder"]
+    cell = Cell(job.arch, job.data, job.plugin, Target.parse(job.target), job.seed)
+    registered = get_registry().get(cell.plugin)
+    registered.spec.create(job.plugin_options)  # bad options: one line before any training
+    cell.target.for_pruner(registered.spec.kind)
+    out = _out_dir(args, f"prune-{job.arch}-{job.plugin}")
+    dense = train_dense(job.arch, job.data, job.seed, job.run, out / "dense", checkpoint=job.checkpoint)
+    row = {**cell.as_row(), "status": "ok", **run_cell(cell, job.run, dense, out, options=job.plugin_options)}
+    write_json(row, out / "result.json")
     print(
-        f"{r['plugin']} ({r['kind']}) at {r['target_sparsity']:.0%}: sparsity {r['achieved_sparsity']:.3f}, "
-        f"params -{r['params_reduction']:.1%}, FLOPs -{r['flops_reduction']:.1%}, "
-        f"latency x{r['latency_speedup']:.2f}, test IoU {r['test_iou_dense']:.4f} -> {r['test_iou_pruned']:.4f}; wrote {out}"
+        f"{row['plugin']} ({row['kind']}) at {row['target_kind']}={row['target']:g}: reached {row['reached']:.3f}, "
+        f"params -{row['params_reduction']:.1%}, FLOPs -{row['flops_reduction']:.1%}, "
+        f"CPU latency x{row['latency_speedup']:.2f}, test IoU {row['test_iou_dense']:.4f} -> {row['test_iou_pruned']:.4f}; "
+        f"wrote {out}"
     )
     return 0
 
@@ -154,16 +221,20 @@ def _plugin_options(pairs: list[str] | None) -> dict[str, object]:
 
 
 def _add_prune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prune", help="train (or load) -> prune -> fine-tune one model", description="Run the three-stage pipeline with one pruner plugin and write a run folder with before/after parameters, FLOPs, sparsity, latency, curves and test IoU.")
+    p = sub.add_parser("prune", help="train (or load) -> prune -> fine-tune one model",
+                       description="Run the three-stage pipeline with one pruner plugin and write a run folder with "
+                                   "before/after parameters, FLOPs, sparsity, latency, curves and test IoU.")
     p.add_argument("--plugin", required=True, help="pruner name (see 'toolkit plugins')")
-    p.add_argument("--sparsity", type=float, help="target sparsity / pruning rate in [0, 1) (default 0.5)")
-    p.add_argument("--pruning-steps", type=int, help="n_p: number of pruning steps for gradual pruners (default 10)")
+    p.add_argument("--sparsity", type=float, help="the pruner's own measure in [0, 1): channel rate (structured) "
+                                                  "or zero fraction (unstructured); default 0.5")
+    p.add_argument("--target", help="or a cost to remove: flops=0.5, params=0.5, latency=0.5 (rate=, sparsity= too)")
     p.add_argument("--checkpoint", help="dense checkpoint from 'toolkit train' (dense.pt): skip training")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="pruner option, e.g. -o criterion=magnitude")
-    _add_run_options(p, ("train", "prune", "finetune"))
+    _add_job_options(p, ("train", "prune", "finetune"))
     p.set_defaults(func=_cmd_prune)
 
 
+# -- compare ----------------------------------------------------------------------------
 def _split(text: str | None, cast: Callable[[str], object] = str) -> list | None:
     from toolkit.errors import UsageError
 
@@ -176,30 +247,25 @@ def _split(text: str | None, cast: Callable[[str], object] = str) -> list | None
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from toolkit.runner.grid import load_grid, run_grid
     from toolkit.errors import UsageError
-    from toolkit.plugins import parse_names
     from toolkit.results.report import write_report
+    from toolkit.runner.grid import load_grid, run_grid
 
     epochs = _split(args.epochs, int)
     if epochs is not None and len(epochs) not in (1, 3):
         raise UsageError("--epochs takes one number (every stage) or three: train,prune,finetune")
     if epochs and len(epochs) == 1:
         epochs = epochs * 3
-    run = {
-        "encoder": args.encoder, "encoder_weights": args.encoder_weights, "image_size": args.image_size,
-        "limit": args.limit, "seed": args.seed, "binary": args.binary, "skip_bad": args.skip_bad,
-        "pruning_steps": args.pruning_steps,
-        **(dict(zip(("epochs_train", "epochs_prune", "epochs_finetune"), epochs)) if epochs else {}),
-        "train": {k: v for k, v in {"batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch,
-                                     "sampling": args.sampling,
-                                     "progress": False if args.no_progress else None}.items() if v is not None},
-    }
+    if args.seed is not None and args.seeds is not None:
+        raise UsageError("give --seed or --seeds, not both")
+    seeds = [args.seed] if args.seed is not None else _split(args.seeds, int)
+    run = _settings(args, dict(zip(("epochs_train", "epochs_prune", "epochs_finetune"), epochs)) if epochs else None)
+    ray = {k: v for k, v in {"address": args.ray_address, "cpus_per_cell": args.cpus_per_cell,
+                             "gpus_per_cell": args.gpus_per_cell}.items() if v is not None}
     grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
-                     sparsities=_split(args.sparsities, float), datasets=_split(args.datasets), run=run)
-    parse_names(",".join(grid.plugins))  # unknown pruners: one line, exit 2, before any work
+                     sparsities=_split(args.sparsities, float), targets=_split(args.targets),
+                     datasets=_split(args.datasets), seeds=seeds, executor=args.executor,
+                     cell_timeout=args.cell_timeout, ray=ray or None, run=run)
     out = Path(args.out)
     rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force)
     report = write_report(out)
@@ -211,33 +277,31 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare", help="run the benchmark grid and write tables and plots",
-        description="Run model x pruner x sparsity x dataset (train once per model and dataset, prune many), "
+        description="Run model x pruner x target x dataset x seed (train once per model, dataset and seed, prune many), "
         "then write report.md, results.csv/.tex/.jsonl and plots. Re-running the same command resumes: finished cells are skipped.",
     )
     p.add_argument("--config", help="grid TOML (see benchmarks/grid-*.toml); options below override it")
     p.add_argument("--plugins", help="comma list of pruners (default fpgm,l1,agp)")
     p.add_argument("--archs", help="comma list of architectures (default fpn,unet)")
-    p.add_argument("--sparsities", help="comma list, e.g. 0.2,0.5,0.9 (default 0.5,0.75)")
+    p.add_argument("--sparsities", help="comma list in each pruner's own measure, e.g. 0.2,0.5,0.9 (default 0.5,0.75)")
+    p.add_argument("--targets", help="comma list of cost targets, e.g. flops=0.25,flops=0.5 (alone: no sparsities)")
     p.add_argument("--datasets", help="comma list of datasets (default synthetic)")
+    p.add_argument("--seeds", help="comma list: every cell, dense included, runs once per seed (default 0)")
+    p.add_argument("--seed", type=int, help="one seed (same as --seeds N)")
     p.add_argument("--epochs", help="epochs per stage: N, or train,prune,finetune")
-    p.add_argument("--encoder", help="smp encoder (demo default resnet18)")
-    p.add_argument("--encoder-weights", help="none, imagenet or PATH")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--limit", type=int, help="read at most this many images per dataset (0 = all; the demo reads 120)")
-    p.add_argument("--binary", action="store_true", default=None)
-    p.add_argument("--skip-bad", action="store_true", default=None)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--steps-per-epoch", type=int)
-    p.add_argument("--sampling", choices=["shuffle", "balanced"])
-    p.add_argument("--pruning-steps", type=int)
+    p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default local)")
+    p.add_argument("--ray-address", help="ray: auto (the running cluster) or HOST:PORT; none starts a local Ray")
+    p.add_argument("--cpus-per-cell", type=float, help="ray: CPUs each cell reserves (default 1)")
+    p.add_argument("--gpus-per-cell", type=float, help="ray: GPUs each cell reserves (default 0)")
+    p.add_argument("--cell-timeout", type=float, help="seconds; a cell running longer is stopped and recorded as failed")
     p.add_argument("--out", default="runs/compare", help="run folder (default runs/compare); an existing one is resumed")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--force", action="store_true", help="resume even if the folder was made with other settings")
-    p.add_argument("--no-progress", action="store_true")
+    _add_settings(p)
     p.set_defaults(func=_cmd_compare)
 
 
+# -- report / export ----------------------------------------------------------------------
 def _cmd_report(args: argparse.Namespace) -> int:
     from toolkit.results.report import write_report
 
@@ -246,7 +310,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write tables and plots of a compare run", description="Write report.md, results.md/.csv/.tex and plots from RUN_DIR/results.jsonl.")
+    p = sub.add_parser("report", help="write tables and plots of a compare run",
+                       description="Write report.md, results.md/.csv/.tex and plots from RUN_DIR/results.jsonl.")
     p.add_argument("run_dir", help="a folder written by 'toolkit compare'")
     p.set_defaults(func=_cmd_report)
 
@@ -254,16 +319,18 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
+    from toolkit.errors import UsageError
     from toolkit.pruning.serialize import export_onnx, load_model
+    from toolkit.workbench.device import resolve_device
 
     if args.image_size < 32 or args.image_size % 32:
-        from toolkit.errors import UsageError
-
         raise UsageError(f"--image-size must be a multiple of 32, got {args.image_size}")
-    model = load_model(args.model)
+    device = resolve_device(args.device or "cpu")
+    model = load_model(args.model).to(device)
     out = args.out or str(Path(args.model).with_suffix(".onnx"))
-    path = export_onnx(model, torch.randn(1, model_in_channels(model), args.image_size, args.image_size), out)
-    print(f"onnx: {path} (input 1x{model_in_channels(model)}x{args.image_size}x{args.image_size}, dynamic batch)")
+    channels = model_in_channels(model)
+    path = export_onnx(model, torch.randn(1, channels, args.image_size, args.image_size, device=device), out)
+    print(f"onnx: {path} (input 1x{channels}x{args.image_size}x{args.image_size}, dynamic batch)")
     return 0
 
 
@@ -281,6 +348,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="dense.pt or pruned.pt from a run folder")
     p.add_argument("--out", help="ONNX file (default: beside the model, .onnx)")
     p.add_argument("--image-size", type=int, default=128, help="input side for the export trace (default 128)")
+    p.add_argument("--device", help="device to trace on: cpu (default), cuda, cuda:N, mps")
     p.set_defaults(func=_cmd_export)
 
 

@@ -16,40 +16,41 @@ from typing import Any
 import tomli_w
 
 from toolkit.errors import UsageError
+from toolkit.workbench.device import check_precision, resolve_device
 from toolkit.workbench.training import TrainConfig
 
 
 @dataclass
 class RunConfig:
-    """train -> prune -> fine-tune of one model on one dataset with one pruner."""
+    """Settings every cell of a run shares: data, model size, stage lengths, training, device.
 
-    arch: str = "fpn"
+    What differs between cells (architecture, dataset, pruner, target, seed)
+    is not here: it is passed to the stage functions as plain arguments
+    (``toolkit.runner``), so no stage changes a copied config to pass it on.
+    """
+
     encoder: str = "resnet101"  # the corrosion study's encoder
     encoder_weights: str = "none"  # none | imagenet | PATH
-    data: str = "synthetic"
     image_size: int = 128
     limit: int | None = None  # cap on images read, for quick runs; 0 = all
     binary: bool = False
     skip_bad: bool = False
-    seed: int = 0
     epochs_train: int = 100
     epochs_prune: int = 50
     epochs_finetune: int = 100
-    checkpoint: str | None = None  # a trained dense checkpoint: skip training
-    plugin: str | None = None
-    sparsity: float = 0.5
     pruning_steps: int = 10  # n_p
-    plugin_options: dict[str, Any] = field(default_factory=dict)
     latency_runs: int = 10
     latency_threads: int = 1
     latency_size: int | None = None  # input side for latency; None = image_size
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "32"  # 32 | 16-mixed | bf16-mixed
+    deterministic: bool = False  # torch's deterministic algorithms (GPU; slower)
+    threads: int | None = None  # torch CPU threads per process (None: torch's default)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "RunConfig":
         if self.limit == 0:
             self.limit = None  # TOML has no null: 0 means every image
-        if not 0.0 <= self.sparsity < 1.0:
-            raise UsageError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if self.image_size < 64 or self.image_size % 32:
             # encoders downsample by 32; at 32 px the deepest features are 1x1, where a pruned
             # GroupNorm group (FPN) holds a single value and cannot be normalised
@@ -63,7 +64,27 @@ class RunConfig:
             raise UsageError(f"sampling must be shuffle or balanced, got {self.train.sampling!r}")
         if self.train.batch_size < 1:
             raise UsageError("batch-size must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"threads must be >= 1, got {self.threads}")
+        if self.train.workers < 0:
+            raise UsageError(f"workers must be >= 0, got {self.train.workers}")
+        check_precision(self.precision)
+        resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
         return self
+
+
+@dataclass
+class JobConfig:
+    """One ``toolkit train`` / ``toolkit prune`` run: what to build, prune and with which seed."""
+
+    arch: str = "fpn"
+    data: str = "synthetic"
+    seed: int = 0
+    plugin: str | None = None
+    target: str = "0.5"  # 0.5 | sparsity=0.5 | rate=0.5 | flops=0.5 | params=0.5 | latency=0.5
+    checkpoint: str | None = None  # a trained dense checkpoint: skip training
+    plugin_options: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -119,16 +140,31 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
-    cfg = RunConfig()
-    if path:
-        update(cfg, read_toml(path), str(path))
-    update(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
-    return cfg.validate()
+JOB_KEYS = {f.name for f in dataclasses.fields(JobConfig)} - {"run"}
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> JobConfig:
+    """A job from a flat TOML file (job keys and run settings side by side) and command-line values."""
+    job = JobConfig()
+    values = read_toml(path) if path else {}
+    if "sparsity" in values and "target" not in values:
+        values["target"] = str(values.pop("sparsity"))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for source, where in ((values, str(path)), (given, "command line")):
+        update(job, {k: v for k, v in source.items() if k.replace("-", "_") in JOB_KEYS}, where)
+        update(job.run, {k: v for k, v in source.items() if k.replace("-", "_") not in JOB_KEYS}, where)
+    from toolkit.pruning.targets import Target
+
+    Target.parse(job.target)  # checked once, here
+    job.run.validate()
+    return job
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """A config (or a dict holding configs) as plain data."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return {k: to_dict(v) if isinstance(v, dict) or dataclasses.is_dataclass(v) else v for k, v in cfg.items()}
 
 
 def write_config(cfg: Any, path: Path) -> None:

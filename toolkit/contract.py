@@ -1,29 +1,36 @@
-"""The pruner contract: what a pruner plugin receives and what it returns.
+"""What plugins hand the toolkit and what the toolkit hands pruners.
 
-Kept small on purpose, so one shape fits gradual pruners that need training steps
-(linear, AGP, movement) and one-shot ones (FPGM, L1). A pruner is any object with
-``prune(request) -> PruneResult``; a plugin hands the toolkit a ``PrunerSpec``
-whose ``factory(**options)`` builds one.
+Kept small on purpose, so one shape fits gradual pruners that need training
+steps (linear, AGP, movement) and one-shot ones (FPGM, L1):
 
-Sparsity means different things for the two kinds, and both are measured, never
-assumed:
+* ``PrunerSpec``: a whole pruner (``factory(**options).prune(request)``);
+* ``ImportanceSpec``: only a channel criterion; the core wraps it in its
+  structured machinery (dependency graph, rates, cost targets, iterative
+  mode, serialization), so a structured method is a few lines;
+* ``Option``: a typed option with a default. The core checks options against
+  the spec before building anything, so plugins do not validate their own.
 
-* unstructured: the fraction of *prunable weights* (conv and linear weights,
-  segmentation head excluded) that are exactly zero;
-* structured: the fraction of *output channels* removed from each prunable
-  layer (the "pruning rate" of Torch-Pruning and of the FPGM literature), which
-  removes roughly ``1 - (1 - rate)**2`` of those layers' parameters.
+What the pruner returns is checked and *measured* by the core: the reached
+rate or zero fraction in a results row is the core's measurement, never the
+plugin's claim.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
 
+from toolkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from toolkit.pruning.targets import Target
+
 Kind = Literal["structured", "unstructured"]
 KINDS: tuple[str, ...] = ("structured", "unstructured")
+OPTION_TYPES = (bool, int, float, str)
 
 
 class StepTrainer(Protocol):
@@ -33,7 +40,7 @@ class StepTrainer(Protocol):
     (Taylor and movement scores), ``after_step`` runs after the optimiser step
     (re-applying masks, advancing a schedule). ``optimizer`` lets a backend pass
     its own wrapped optimiser (NNI patches ``step``); ``None`` means the
-    trainer's default (SGD with momentum).
+    trainer's own, with its learning-rate schedule.
     """
 
     def __call__(
@@ -51,17 +58,24 @@ class StepTrainer(Protocol):
 class PruneRequest:
     """Everything a pruner may use. Only ``model``, ``example_inputs`` and
     ``sparsity`` are always set; a pruner that needs more says so with a
-    ``PruningError`` when it is missing."""
+    ``PruningError`` when it is missing.
+
+    ``sparsity`` is the amount in the pruner's own measure (channel rate or
+    zero fraction). ``target`` is set when the run asked for a cost
+    (``flops=0.5``); only pruners whose spec says ``cost_targets=True`` see
+    one, the core handles it for the others.
+    """
 
     model: nn.Module
     example_inputs: torch.Tensor
     sparsity: float
+    target: "Target | None" = None
     train: StepTrainer | None = None
     evaluate: Callable[[nn.Module], float] | None = None
     ignored_layers: Sequence[nn.Module] = ()
     pruning_steps: int = 10  # n_p: how many times the mask is tightened
     step_interval: int = 10  # dt: training iterations between two prunes
-    options: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0  # for any randomness of the pruner (random scores, sampled batches)
 
 
 @dataclass
@@ -70,7 +84,10 @@ class PruneResult:
 
     ``masks`` maps parameter names to 0/1 tensors for unstructured pruners (the
     zeros are already in the weights); structured pruners return a physically
-    smaller model and no masks. ``history`` holds one dict per pruning step.
+    smaller model and no masks. ``sparsity`` is what the pruner believes it
+    reached; the core measures its own and fails a row where they disagree.
+    ``from_scratch`` says the weights were re-initialised (a baseline such as
+    ``narrow``): the core then trains the model for the whole budget.
     """
 
     model: nn.Module
@@ -80,6 +97,7 @@ class PruneResult:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    from_scratch: bool = False
 
 
 @runtime_checkable
@@ -88,23 +106,117 @@ class Pruner(Protocol):
 
 
 @dataclass(frozen=True)
+class Option:
+    """One option of a pruner or importance: ``-o name=value`` / ``plugin_options``."""
+
+    name: str
+    type: type
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.type not in OPTION_TYPES:
+            raise ValueError(f"option {self.name!r}: type must be one of bool, int, float, str")
+
+    def coerce(self, value: Any, owner: str) -> Any:
+        """The value in this option's type, or a ``UsageError`` that says what is expected."""
+        where = f"option {self.name!r} of {owner}"
+        if value is None:
+            return None
+        if self.type is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                out = value.lower() in ("true", "1", "yes")
+            else:
+                raise UsageError(f"{where}: expected true or false, got {value!r}")
+        elif self.type in (int, float):
+            if isinstance(value, bool):
+                raise UsageError(f"{where}: expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise UsageError(f"{where}: expected {self.type.__name__}, got {value!r}") from None
+            if self.type is int and (math.isnan(number) or number != int(number)):
+                raise UsageError(f"{where}: expected a whole number, got {value!r}")
+            out = int(number) if self.type is int else number
+        else:
+            out = str(value)
+        if self.choices is not None and out not in self.choices:
+            raise UsageError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+        return out
+
+    def describe(self) -> str:
+        kind = "|".join(map(str, self.choices)) if self.choices else self.type.__name__
+        return f"{self.name}={self.default!r} ({kind}){': ' + self.help if self.help else ''}"
+
+
+def resolve_options(options: Sequence[Option], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Every declared option, given values coerced and checked, defaults for the rest."""
+    known = {o.name: o for o in options}
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        listed = ", ".join(known) if known else "(none)"
+        raise UsageError(f"unknown option(s) {', '.join(unknown)} for {owner}; options: {listed}")
+    return {name: (opt.coerce(given[name], owner) if name in given else opt.default) for name, opt in known.items()}
+
+
+def _check_name(what: str, name: str) -> None:
+    if not name or not name.replace("-", "_").isidentifier():
+        raise ValueError(f"{what} name {name!r} must be a plain identifier")
+
+
+@dataclass(frozen=True)
 class PrunerSpec:
-    """A pruner as a plugin registers it: its public name and how to build it."""
+    """A pruner as a plugin registers it: its public name and how to build it.
+
+    ``options`` declares every option ``factory`` accepts (checked by the core);
+    ``cost_targets`` says the pruner reads ``PruneRequest.target`` itself,
+    otherwise the core finds the sparsity that meets a cost target.
+    """
 
     name: str
     kind: Kind
     backend: str
     description: str
     factory: Callable[..., Pruner]
+    options: tuple[Option, ...] = ()
+    cost_targets: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"pruner {self.name!r}: kind must be one of {KINDS}, not {self.kind!r}")
-        if not self.name or not self.name.replace("-", "_").isidentifier():
-            raise ValueError(f"pruner name {self.name!r} must be a plain identifier")
+        _check_name("pruner", self.name)
+        object.__setattr__(self, "options", tuple(self.options))
+
+    def create(self, options: Mapping[str, Any] | None = None) -> Pruner:
+        return self.factory(**resolve_options(self.options, options or {}, f"pruner {self.name!r}"))
 
 
-def check_result(request: PruneRequest, result: object) -> PruneResult:
+@dataclass(frozen=True)
+class ImportanceSpec:
+    """A channel criterion: ``factory(seed=..., **options)`` returns a Torch-Pruning
+    ``Importance`` (usually a ``toolkit.pruning.ChannelImportance``).
+
+    The toolkit registers a structured pruner of the same name around it, with
+    every option of its structured machinery (``toolkit plugins --verbose``).
+    ``needs_gradients``: the core feeds it backward passes before each prune.
+    """
+
+    name: str
+    description: str
+    factory: Callable[..., Any]
+    needs_gradients: bool = False
+    options: tuple[Option, ...] = ()
+    backend: str = "torch-pruning"
+
+    def __post_init__(self) -> None:
+        _check_name("importance", self.name)
+        object.__setattr__(self, "options", tuple(self.options))
+
+
+def check_result(result: object) -> PruneResult:
     """Check a plugin kept the contract, so a broken one fails its own row."""
     if not isinstance(result, PruneResult):
         raise TypeError(f"a pruner must return PruneResult, got {type(result).__name__}")

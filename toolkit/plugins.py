@@ -2,30 +2,39 @@
 
 Built-in plugins come through the same group (see our ``pyproject.toml``), so
 the core has no private back door. A plugin whose import or hook raises is kept
-aside as a ``BrokenPlugin`` with its error; the others still load.
+aside as a ``BrokenPlugin`` with its error; the others still load. Plugins
+named in the environment variable ``TOOLKIT_DISABLE_PLUGINS`` (comma list of
+entry-point names, as ``toolkit plugins --json`` shows them) are not loaded at
+all, the escape hatch for a plugin that breaks on import (pytest's
+``-p no:NAME``).
 """
 from __future__ import annotations
 
 import fnmatch
 import importlib.metadata as md
+import os
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 import pluggy
 
 from toolkit import hookspecs
-from toolkit.contract import Pruner, PrunerSpec
+from toolkit.contract import ImportanceSpec, Pruner, PrunerSpec
 from toolkit.errors import UnknownNameError
 
 GROUP = hookspecs.PROJECT
+DISABLE_ENV = "TOOLKIT_DISABLE_PLUGINS"
 
 
 @dataclass(frozen=True)
-class RegisteredPruner:
-    spec: PrunerSpec
-    plugin: str  # the plugin's registered name
+class Registered:
+    """A registered thing (pruner, importance, ...) and where it came from."""
+
+    spec: Any
+    plugin: str  # the plugin's registered name (entry-point name)
     distribution: str  # the pip distribution that installed it, or "(local)"
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,14 +45,29 @@ class BrokenPlugin:
     detail: str  # the full traceback, for --verbose
 
 
-class Registry:
-    """Plugins and the pruners they registered, indexed by pruner name."""
+def disabled_from_env() -> set[str]:
+    return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
-    def __init__(self, entry_points: bool = True) -> None:
+
+# hook name -> (spec type, what the name is called in messages)
+HOOKS: dict[str, tuple[type, str]] = {
+    "register_pruners": (PrunerSpec, "pruner"),
+    "register_importances": (ImportanceSpec, "importance"),
+}
+
+
+class Registry:
+    """Plugins and what they registered, each kind indexed by name."""
+
+    def __init__(self, entry_points: bool = True, disabled: Iterable[str] | None = None) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
+        self.disabled = set(disabled_from_env() if disabled is None else disabled)
+        for name in self.disabled:
+            self.pm.set_blocked(name)
         self.broken: list[BrokenPlugin] = []
-        self._pruners: dict[str, RegisteredPruner] | None = None
+        self._load_broken: list[BrokenPlugin] = []
+        self._cache: dict[str, dict[str, Registered]] = {}
         if entry_points:
             self._load_entry_points()
 
@@ -58,60 +82,120 @@ class Registry:
                 self.pm.load_setuptools_entrypoints(GROUP, name=ep.name)
             except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
                 dist = ep.dist.name if ep.dist else "(unknown)"
-                self.broken.append(_broken(ep.name, dist, exc))
+                self._load_broken.append(_broken(ep.name, dist, exc))
+        self.broken = list(self._load_broken)
 
     def register(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object directly (tests, notebooks)."""
         registered = self.pm.register(plugin, name=name)
-        self._pruners = None
+        self._cache.clear()
         return registered
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
-        self._pruners = None
+        self._cache.clear()
 
-    # -- pruners -------------------------------------------------------------
-    @property
-    def pruners(self) -> dict[str, RegisteredPruner]:
-        if self._pruners is None:
-            self._pruners = self._collect()
-        return self._pruners
+    # -- collecting ------------------------------------------------------------
+    def _distributions(self) -> dict[str, tuple[str, str]]:
+        return {self.pm.get_name(p): (d.project_name, d.version) for p, d in self.pm.list_plugin_distinfo()}
 
-    def _collect(self) -> dict[str, RegisteredPruner]:
-        dists = {self.pm.get_name(p): d.project_name for p, d in self.pm.list_plugin_distinfo()}
-        self.broken = [b for b in self.broken if not self.pm.has_plugin(b.plugin)]
-        found: dict[str, RegisteredPruner] = {}
-        for impl in self.pm.hook.register_pruners.get_hookimpls():
+    def _collect(self, hook: str) -> dict[str, Registered]:
+        if hook in self._cache:
+            return self._cache[hook]
+        if not self._cache:
+            self.broken = [b for b in self._load_broken if not self.pm.has_plugin(b.plugin)]
+        spec_type, what = HOOKS[hook]
+        dists = self._distributions()
+        found: dict[str, Registered] = {}
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
             plugin = impl.plugin_name
-            dist = dists.get(plugin, "(local)")
-            specs: list[PrunerSpec] = []
+            dist, version = dists.get(plugin, ("(local)", ""))
+            specs: list[Any] = []
             try:
                 impl.function(register=specs.append)
                 for spec in specs:
-                    if not isinstance(spec, PrunerSpec):
-                        raise TypeError(f"register() takes a PrunerSpec, got {type(spec).__name__}")
+                    if not isinstance(spec, spec_type):
+                        raise TypeError(f"register() takes a {spec_type.__name__}, got {type(spec).__name__}")
             except Exception as exc:  # noqa: BLE001
                 self.broken.append(_broken(plugin, dist, exc))
                 continue
             for spec in specs:
                 if spec.name in found:
                     other = found[spec.name].plugin
-                    self.broken.append(BrokenPlugin(plugin, dist, f"pruner name {spec.name!r} already registered by {other}", ""))
+                    self.broken.append(BrokenPlugin(plugin, dist, f"{what} name {spec.name!r} already registered by {other}", ""))
                     continue
-                found[spec.name] = RegisteredPruner(spec, plugin, dist)
-        return dict(sorted(found.items()))
+                found[spec.name] = Registered(spec, plugin, dist, version)
+        self._cache[hook] = dict(sorted(found.items()))
+        return self._cache[hook]
 
-    def get(self, name: str) -> RegisteredPruner:
+    @property
+    def importances(self) -> dict[str, Registered]:
+        return self._collect("register_importances")
+
+    @property
+    def pruners(self) -> dict[str, Registered]:
+        """Whole pruners plus a structured pruner around every registered importance."""
+        if "pruners" not in self._cache:
+            from toolkit.pruning.structured import importance_pruner_spec
+
+            found = dict(self._collect("register_pruners"))
+            for name, reg in self.importances.items():
+                if name in found:
+                    self.broken.append(BrokenPlugin(reg.plugin, reg.distribution,
+                                                    f"importance {name!r} clashes with pruner {name!r} of {found[name].plugin}", ""))
+                    continue
+                found[name] = Registered(importance_pruner_spec(reg.spec), reg.plugin, reg.distribution, reg.version)
+            self._cache["pruners"] = dict(sorted(found.items()))
+        return self._cache["pruners"]
+
+    # -- lookups -----------------------------------------------------------------
+    def get(self, name: str) -> Registered:
         try:
             return self.pruners[name]
         except KeyError:
             raise UnknownNameError("pruner", name, list(self.pruners)) from None
 
-    def create(self, name: str, **options: Any) -> Pruner:
-        return self.get(name).spec.factory(**options)
+    def importance(self, name: str) -> ImportanceSpec:
+        try:
+            return self.importances[name].spec
+        except KeyError:
+            raise UnknownNameError("importance", name, list(self.importances)) from None
+
+    def create(self, name: str, options: Mapping[str, Any] | None = None) -> Pruner:
+        """Build a pruner; options are checked against its spec first."""
+        return self.get(name).spec.create(options)
 
     def list(self, pattern: str | None = None) -> list[str]:
         return [n for n in self.pruners if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+    def plugins(self) -> list[dict[str, Any]]:
+        """One entry per loaded plugin: what it registered with which hooks (``toolkit plugins --json``)."""
+        self.pruners  # noqa: B018 - collect everything so broken plugins are known
+        dists = self._distributions()
+        out: dict[str, dict[str, Any]] = {}
+        for plugin_name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            dist, version = dists.get(plugin_name, ("(local)", ""))
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            out[plugin_name] = {"plugin": plugin_name, "distribution": dist, "version": version, "hooks": hooks,
+                                "provides": []}
+        for hook, (_, what) in HOOKS.items():
+            for name, reg in self._collect(hook).items():
+                entry = out.get(reg.plugin)
+                if entry is not None:
+                    entry["provides"].append({"name": name, "type": what, **_describe(reg.spec)})
+        return list(out.values())
+
+
+def _describe(spec: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {"description": getattr(spec, "description", "")}
+    for key in ("kind", "backend"):
+        if hasattr(spec, key):
+            info[key] = getattr(spec, key)
+    if isinstance(spec, ImportanceSpec):
+        info.update(kind="structured", needs_gradients=spec.needs_gradients)
+    return info
 
 
 def _broken(plugin: str, dist: str, exc: BaseException) -> BrokenPlugin:
@@ -140,14 +224,15 @@ def list_pruners(pattern: str | None = None) -> list[str]:
     return get_registry().list(pattern)
 
 
-def create_pruner(name: str, **options: Any) -> Pruner:
-    return get_registry().create(name, **options)
+def create_pruner(name: str, options: Mapping[str, Any] | None = None, **kwargs: Any) -> Pruner:
+    """A pruner by name, options checked (``create_pruner("fpgm", round_to=8)``)."""
+    return get_registry().create(name, {**(options or {}), **kwargs})
 
 
-def parse_names(text: str) -> list[str]:
+def parse_names(text: str | Iterable[str], lookup: Callable[[str], Any] | None = None) -> list[str]:
     """Split a comma list (``"fpgm, l1"``) and check every name is known."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    registry = get_registry()
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    check = lookup or get_registry().get
     for n in names:
-        registry.get(n)
+        check(n)
     return names

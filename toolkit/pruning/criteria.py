@@ -20,7 +20,6 @@ class Criterion:
     """Base: scores for every weight in ``weights`` (parameter name -> tensor)."""
 
     name = ""
-    needs_gradients = False
 
     def __init__(self, weights: Weights) -> None:
         self.weights = dict(weights)
@@ -46,8 +45,6 @@ class Magnitude(Criterion):
 
 class _Accumulating(Criterion):
     """Sums a per-step quantity of weight and gradient between resets."""
-
-    needs_gradients = True
 
     def __init__(self, weights: Weights) -> None:
         super().__init__(weights)

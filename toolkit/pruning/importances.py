@@ -39,19 +39,16 @@ the removed positions identical in every group.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from toolkit.errors import PruningError, UnknownNameError
+from toolkit.errors import PruningError
 
-_OUT_FNS = {
-    tp.prune_conv_out_channels,
-    tp.prune_depthwise_conv_out_channels,
-    tp.prune_linear_out_channels,
-}
+def _removes_outputs(dep) -> bool:
+    """The dependency removes output channels of its layer (conv, linear, norm: Torch-Pruning's
+    ``prune_out_channels``; a depthwise conv's inputs are its outputs)."""
+    return getattr(dep.handler, "__name__", "") == "prune_out_channels"
 
 
 def output_filters(layer: nn.Module, tensor: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,10 +61,19 @@ def output_filters(layer: nn.Module, tensor: torch.Tensor | None = None) -> torc
     return w.detach().flatten(1)
 
 
-class FilterImportance(tp.importance.Importance):
-    """Base of our criteria: score the output filters of every layer the group shrinks."""
+class ChannelImportance(tp.importance.Importance):
+    """Base of channel criteria: score each layer of a group that loses output channels.
+
+    A subclass implements ``layer_scores(layer, idxs)`` for the layer types in
+    ``layer_types`` (conv and linear by default; a BN-scale criterion would
+    set ``(nn.BatchNorm2d,)``). Scores of coupled layers are averaged after
+    each is divided by its mean (``normalize``), so a big layer does not
+    outvote a small one and global ranking can compare groups. A layer that
+    returns NaN abstains; a group no layer scores stays whole.
+    """
 
     normalize = True
+    layer_types: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
 
     def layer_scores(self, layer: nn.Module, idxs: list[int]) -> torch.Tensor:
         """One score per channel in ``idxs`` of ``layer`` (higher = keep)."""
@@ -81,7 +87,7 @@ class FilterImportance(tp.importance.Importance):
         for item in group:
             dep, idxs = item.dep, list(item.idxs)
             layer = dep.target.module
-            if dep.handler not in _OUT_FNS or not isinstance(layer, (nn.modules.conv._ConvNd, nn.Linear)):
+            if not _removes_outputs(dep) or not isinstance(layer, self.layer_types):
                 continue
             root = item.root_idxs
             if not idxs or root is None or any(r is None for r in root):
@@ -104,7 +110,7 @@ class FilterImportance(tp.importance.Importance):
         return imp.float()
 
 
-class NormImportance(FilterImportance):
+class NormImportance(ChannelImportance):
     """``l1`` / ``l2``: the Lp norm of each output filter."""
 
     def __init__(self, p: int = 2) -> None:
@@ -114,7 +120,7 @@ class NormImportance(FilterImportance):
         return output_filters(layer)[idxs].norm(p=self.p, dim=1)
 
 
-class GeometricMedianImportance(FilterImportance):
+class GeometricMedianImportance(ChannelImportance):
     """``fpgm``: summed distance of each filter to the layer's other filters.
 
     Distances are taken among the filters in ``idxs`` (all channels when the
@@ -127,7 +133,7 @@ class GeometricMedianImportance(FilterImportance):
         return torch.cdist(w, w, compute_mode="use_mm_for_euclid_dist").sum(1)
 
 
-class LAMPImportance(FilterImportance):
+class LAMPImportance(ChannelImportance):
     """``lamp``: layer-adaptive magnitude scores, comparable across layers by construction."""
 
     normalize = False
@@ -143,7 +149,7 @@ class LAMPImportance(FilterImportance):
         return lamp
 
 
-class RandomImportance(FilterImportance):
+class RandomImportance(ChannelImportance):
     """``random``: a baseline any criterion should beat; seeded, so runs repeat."""
 
     normalize = False
@@ -155,7 +161,7 @@ class RandomImportance(FilterImportance):
         return torch.rand(len(idxs), generator=self.generator)
 
 
-class TaylorImportance(FilterImportance):
+class TaylorImportance(ChannelImportance):
     """``taylor``: needs gradients, so it is fed before each pruning step.
 
     Call ``reset()``, then ``accumulate(model)`` after each backward pass (it is
@@ -193,7 +199,7 @@ class TaylorImportance(FilterImportance):
         return sums[idxs] / self.batches
 
 
-class MaskImportance(FilterImportance):
+class MaskImportance(ChannelImportance):
     """Scores from another tool's channel masks (1 = keep, 0 = prune), e.g. NNI's structured pruners.
 
     Lets our graph surgery physically remove what that tool chose: a layer's
@@ -232,26 +238,3 @@ def channel_mask(weight_mask: torch.Tensor) -> torch.Tensor:
 
 def _out_channels(layer: nn.Module) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-
-
-IMPORTANCES: dict[str, Callable[..., FilterImportance]] = {
-    "fpgm": GeometricMedianImportance,
-    "l1": lambda **_: NormImportance(p=1),
-    "l2": lambda **_: NormImportance(p=2),
-    "taylor": lambda **_: TaylorImportance(),
-    "lamp": lambda **_: LAMPImportance(),
-    "random": lambda seed=0, **_: RandomImportance(seed=seed),
-}
-NEEDS_GRADIENTS = frozenset({"taylor"})
-
-
-def list_importances() -> list[str]:
-    return sorted(IMPORTANCES)
-
-
-def create_importance(name: str, seed: int = 0) -> FilterImportance:
-    """A criterion by name (``fpgm``, ``l1``, ``l2``, ``taylor``, ``lamp``, ``random``)."""
-    if name not in IMPORTANCES:
-        raise UnknownNameError("importance", name, list(IMPORTANCES))
-    factory = IMPORTANCES[name]
-    return factory(seed=seed) if name == "random" else factory()

@@ -67,7 +67,6 @@ from torch import nn
 
 from toolkit.errors import PruningError
 from toolkit.workbench.models import output_layers
-from toolkit.pruning.importances import FilterImportance, create_importance
 
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -192,14 +191,14 @@ class ChannelSurgery:
         model: nn.Module,
         example_inputs: torch.Tensor,
         rate: float,
-        importance: str | FilterImportance = "fpgm",
+        importance: tp.importance.Importance,
         *,
         ignored_layers: Sequence[nn.Module] | None = None,
         global_pruning: bool = False,
         round_to: int | None = None,
         steps: int = 1,
         keep_residual: bool = False,
-        seed: int = 0,
+        rate_dict: Mapping[nn.Module, float] | None = None,
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise PruningError(f"a structured pruning rate must lie in [0, 1), got {rate}")
@@ -210,7 +209,7 @@ class ChannelSurgery:
         self.model = model
         self.rate = rate
         self.steps = steps
-        self.importance = create_importance(importance, seed=seed) if isinstance(importance, str) else importance
+        self.importance = importance
         self.ignored = [*output_layers(model), *(ignored_layers or ())]
         was_training = model.training
         try:
@@ -225,6 +224,7 @@ class ChannelSurgery:
                     ignored_layers=self.ignored,
                     global_pruning=global_pruning,
                     round_to=round_to,
+                    pruning_ratio_dict=dict(rate_dict) if rate_dict else None,
                     forward_fn=forward_fn,
                 )
         finally:
@@ -257,26 +257,3 @@ class ChannelSurgery:
 
     def sparsity(self) -> float:
         return channel_sparsity(self.before, self.model)
-
-
-def prune_channels(
-    model: nn.Module,
-    example_inputs: torch.Tensor,
-    rate: float,
-    importance: str | FilterImportance = "fpgm",
-    ignored_layers: Sequence[nn.Module] | None = None,
-    global_pruning: bool = False,
-    round_to: int | None = None,
-    keep_residual: bool = False,
-) -> nn.Module:
-    """Remove ``rate`` of the output channels of every prunable layer, in place, in one shot.
-
-    ``importance`` is a criterion name (``fpgm``, ``l1``, ``l2``, ``lamp``,
-    ``random``) or a ``FilterImportance``; ``taylor`` needs gradients, so pass a
-    ``TaylorImportance`` after feeding it backward passes. Returns ``model``.
-    """
-    ChannelSurgery(
-        model, example_inputs, rate, importance,
-        ignored_layers=ignored_layers, global_pruning=global_pruning, round_to=round_to, keep_residual=keep_residual,
-    ).step()
-    return model

@@ -11,8 +11,8 @@ import io
 import statistics
 import time
 import zipfile
-from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -63,9 +63,6 @@ class Latency:
     threads: int
     input_shape: tuple[int, ...]
     device: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def measure_latency(
@@ -129,5 +126,12 @@ def reduction(before: float, after: float) -> float:
     return 1.0 - after / before if before else 0.0
 
 
-def shapes(model: nn.Module) -> Sequence[tuple[str, tuple[int, ...]]]:
-    return [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+def cost_of(kind: str, model: nn.Module, example_inputs: torch.Tensor) -> float:
+    """One number for a cost target: thop MACs, parameters, or median latency (ms) on the model's device."""
+    if kind == "flops":
+        return float(count_flops(model, example_inputs))
+    if kind == "params":
+        return float(count_parameters(model))
+    if kind == "latency":
+        return measure_latency(model, example_inputs, runs=7, warmup=2).median_ms
+    raise ValueError(f"no cost called {kind!r}")

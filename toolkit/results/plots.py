@@ -1,13 +1,12 @@
-"""Figures for papers: curves, IoU vs sparsity, latency vs FLOPs, example masks.
+"""Figures for papers: curves, Pareto fronts of IoU against measured cost, latency vs FLOPs, example masks.
 
 Matplotlib with the Agg backend, so plots render on machines with no screen.
 """
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -15,7 +14,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from toolkit.workbench.training import EpochRecord  # noqa: E402
 
 STAGE_COLORS = {"train": "tab:blue", "prune": "tab:red", "finetune": "tab:green"}
 
@@ -28,7 +26,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def plot_curves(history: Sequence[EpochRecord | dict], path: Path, title: str = "") -> Path:
+def plot_curves(history: Sequence[Any], path: Path, title: str = "") -> Path:
     """Validation IoU per epoch (points) and its EMA (line), stages one after another."""
     rows = [h if isinstance(h, dict) else h.__dict__ for h in history]
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -61,40 +59,85 @@ def _panel_grid(n: int) -> tuple[plt.Figure, list[plt.Axes]]:
     return fig, flat[:n]
 
 
-def plot_iou_vs_sparsity(rows: Iterable[dict[str, Any]], path: Path) -> Path:
-    """Test IoU against target sparsity, a line per pruner, a panel per (arch, dataset)."""
-    groups: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
-    dense: dict[tuple[str, str], float] = {}
-    for r in rows:
-        key = (r["arch"], r["dataset"])
-        groups[key][r["plugin"]].append((float(r["target_sparsity"]), float(r["test_iou_pruned"])))
-        dense[key] = float(r["test_iou_dense"])
-    fig, axes = _panel_grid(max(1, len(groups)))
-    for ax, (key, by_plugin) in zip(axes, sorted(groups.items())):
-        for plugin, pts in sorted(by_plugin.items()):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=plugin)
-        ax.axhline(dense[key], color="black", ls="--", lw=1, label="dense")
-        ax.set_title(f"{key[0]} on {key[1]}", fontsize=9)
-        ax.set_xlabel("target sparsity")
-        ax.set_ylabel("test mean IoU")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+COSTS = (
+    ("flops_pruned", "GMACs (thop)", 1e9),
+    ("params_pruned", "parameters (M)", 1e6),
+    ("latency_ms_pruned", "CPU latency (ms)", 1.0),
+    ("zip_bytes_pruned", "zipped file (MB)", 1e6),
+)
 
 
-def plot_latency_vs_flops(rows: Iterable[dict[str, Any]], path: Path) -> Path:
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (lower) and IoU (higher), by cost."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _label(r: dict[str, Any]) -> str:
+    kind, value = r.get("target_kind", ""), float(r.get("target", 0))
+    return f"{kind} {value:.0%}" if kind in ("rate", "sparsity") else f"{kind} -{value:.0%}"
+
+
+def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Test IoU against each *measured* cost (FLOPs, parameters, CPU latency, zipped size): a row
+    per cost, a column per (arch, dataset); error bars are the std over seeds, the dense model is
+    the black star, the grey line the Pareto front of the pruned models."""
+    keys = sorted({(r["arch"], r["dataset"]) for r in [*rows, *dense]})
+    cols = max(1, len(keys))
+    fig, axes = plt.subplots(len(COSTS), cols, figsize=(4.4 * cols + 1.6, 3.1 * len(COSTS)), squeeze=False)
+    plugins = sorted({r["plugin"] for r in rows})
+    colours = {p: f"C{i % 10}" for i, p in enumerate(plugins)}
+    markers = {"structured": "o", "unstructured": "s"}
+    for j, key in enumerate(keys):
+        group = [r for r in rows if (r["arch"], r["dataset"]) == key]
+        ref = next((d for d in dense if (d["arch"], d["dataset"]) == key), None)
+        for i, (cost, label, scale) in enumerate(COSTS):
+            ax = axes[i][j]
+            pts = []
+            for r in group:
+                if r.get(cost) is None or r.get("test_iou_pruned") is None:
+                    continue
+                x, y = float(r[cost]) / scale, float(r["test_iou_pruned"])
+                xerr = float(r.get(f"{cost}_std") or 0) / scale
+                yerr = float(r.get("test_iou_pruned_std") or 0)
+                ax.errorbar(x, y, xerr=xerr or None, yerr=yerr or None, fmt=markers.get(r.get("kind"), "o"), ms=4,
+                            color=colours[r["plugin"]], capsize=2, lw=0.8,
+                            label=r["plugin"] if (i, j) == (0, 0) else None)
+                pts.append((x, y))
+            if ref is not None and ref.get(cost) is not None:
+                ax.errorbar(float(ref[cost]) / scale, float(ref["test_iou_pruned"]),
+                            yerr=float(ref.get("test_iou_pruned_std") or 0) or None, fmt="k*", ms=10, capsize=2,
+                            label="dense" if (i, j) == (0, 0) else None)
+            front = pareto_front(pts)
+            if len(front) > 1:
+                ax.plot([p[0] for p in front], [p[1] for p in front], color="grey", lw=0.8, ls="--", zorder=0)
+            ax.set_xlabel(label, fontsize=8)
+            ax.set_ylabel("test mean IoU", fontsize=8)
+            if i == 0:
+                ax.set_title(f"{key[0]} on {key[1]}", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=7, title="o structured, s unstructured", title_fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (4.4 * cols + 1.6), 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_latency_vs_flops(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path) -> Path:
     """Measured CPU latency against thop FLOPs: do fewer FLOPs really run faster?"""
     fig, ax = plt.subplots(figsize=(6, 4))
-    seen_dense: set[tuple[str, str]] = set()
     markers = {"structured": "o", "unstructured": "x"}
+    for d in dense:
+        ax.plot(d["flops_pruned"] / 1e9, d["latency_ms_pruned"], "k*", ms=10)
+        ax.annotate(f"{d['arch']} dense", (d["flops_pruned"] / 1e9, d["latency_ms_pruned"]), fontsize=7)
     for r in rows:
-        key = (r["arch"], r["dataset"])
-        if key not in seen_dense:
-            ax.plot(r["flops_dense"] / 1e9, r["latency_ms_dense"], "k*", ms=10)
-            ax.annotate(f"{r['arch']} dense", (r["flops_dense"] / 1e9, r["latency_ms_dense"]), fontsize=7)
-            seen_dense.add(key)
-        ax.plot(r["flops_pruned"] / 1e9, r["latency_ms_pruned"], markers.get(r["kind"], "o"), alpha=0.8)
-        ax.annotate(f"{r['plugin']} {float(r['target_sparsity']):.0%}", (r["flops_pruned"] / 1e9, r["latency_ms_pruned"]), fontsize=6)
+        ax.plot(r["flops_pruned"] / 1e9, r["latency_ms_pruned"], markers.get(r.get("kind"), "o"), alpha=0.8)
+        ax.annotate(f"{r['plugin']} {_label(r)}", (r["flops_pruned"] / 1e9, r["latency_ms_pruned"]), fontsize=6)
     ax.set_xlabel("GMACs (thop)")
     ax.set_ylabel("CPU latency, median ms")
     ax.set_title("latency vs FLOPs (o structured, x unstructured, * dense)", fontsize=9)

@@ -1,184 +1,220 @@
-"""Tables (Markdown, CSV, LaTeX booktabs) and plots from a compare run folder.
+"""Tables (Markdown, CSV, LaTeX booktabs), figures and a reporting checklist from a compare run.
 
 Every number comes from the per-cell rows of ``results.jsonl``; nothing is
-recomputed here, so a table can always be traced back to its cell.
+recomputed but the mean and spread over seeds (``toolkit.results.aggregate``),
+so a table can always be traced back to its cells. Tables show one line per
+(arch, dataset, pruner, target) with ``mean ± std`` over ``n`` seeds for every
+column that varies; the CSV keeps one row per seed plus the aggregate.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from toolkit.runner.grid import dense_dir, iter_rows
+from toolkit.results.aggregate import aggregate, dense_rows
 from toolkit.results.plots import (
-    STAGE_COLORS, _panel_grid, _save, plot_examples, plot_iou_vs_sparsity, plot_latency_vs_flops,
+    STAGE_COLORS, _panel_grid, _save, plot_examples, plot_latency_vs_flops, plot_pareto,
 )
+from toolkit.results.store import iter_rows
 
 NOT_IN_CSV = {"curves", "examples", "traceback", "prune_history", "meta"}
+TARGET_NAMES = {"rate": "rate", "sparsity": "sparsity", "flops": "FLOPs -", "params": "params -", "latency": "latency -"}
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _pm(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0, tex: bool = False) -> str:
+    """``mean ± std`` when the value varies over seeds, else the value once."""
+    x = r.get(key)
+    if _missing(x):
+        return ""
+    text = format(float(x) / scale, fmt)
+    std = r.get(f"{key}_std")
+    if r.get("n", 1) > 1 and not _missing(std) and format(float(std) / scale, fmt) != format(0.0, fmt):
+        spread = format(float(std) / scale, fmt)
+        text = rf"${text} \pm {spread}$" if tex else f"{text} ± {spread}"
+    return text
+
+
+def _pct(key: str) -> Callable[[dict[str, Any], bool], str]:
+    return lambda r, tex=False: _pm(r, key, ".1f", 0.01, tex)
+
+
+def _num(key: str, fmt: str, scale: float = 1.0) -> Callable[[dict[str, Any], bool], str]:
+    return lambda r, tex=False: _pm(r, key, fmt, scale, tex)
+
+
+def _target(r: dict[str, Any], tex: bool = False) -> str:
+    if r.get("plugin") == "(dense)":
+        return "" if tex else "-"
+    name = TARGET_NAMES.get(r.get("target_kind", ""), r.get("target_kind", ""))
+    text = f"{name}{100 * float(r['target']):.0f}%" if name.endswith("-") else f"{name} {100 * float(r['target']):.0f}%"
+    return text.replace("%", r"\%") if tex else text
+
+
+def _met(r: dict[str, Any], tex: bool = False) -> str:
+    if r.get("plugin") == "(dense)" or "target_met" not in r:
+        return ""
+    return "yes" if r["target_met"] else "NO"
+
+
+def _status(r: dict[str, Any], tex: bool = False) -> str:
+    return r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')}"
 
 
 @dataclass(frozen=True)
 class Column:
     header: str
     latex: str
-    value: Callable[[dict[str, Any]], str]
-
-
-def _pct(x: Any) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * float(x):.1f}"
-
-
-def _num(x: Any, fmt: str = ".3f", scale: float = 1.0) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return ""
-    return format(float(x) / scale, fmt)
-
-
-def _signed(x: Any) -> str:
-    return "" if x is None else f"{100 * float(x):+.1f}"
+    value: Callable[..., str]
 
 
 COLUMNS: list[Column] = [
-    Column("arch", "Arch.", lambda r: r["arch"]),
-    Column("dataset", "Dataset", lambda r: r["dataset"]),
-    Column("pruner", "Pruner", lambda r: r["plugin"]),
-    Column("kind", "Kind", lambda r: r.get("kind", "")),
-    Column("target %", r"Target (\%)", lambda r: _pct(r["target_sparsity"])),
-    Column("sparsity %", r"Sparsity (\%)", lambda r: _pct(r.get("achieved_sparsity"))),
-    Column("params M", "Params (M)", lambda r: _num(r.get("params_pruned"), ".2f", 1e6)),
-    Column("params -%", r"$\Delta$Params (\%)", lambda r: _pct(r.get("params_reduction"))),
-    Column("GMACs", "GMACs", lambda r: _num(r.get("flops_pruned"), ".3f", 1e9)),
-    Column("FLOPs -%", r"$\Delta$FLOPs (\%)", lambda r: _pct(r.get("flops_reduction"))),
-    Column("latency ms", "Latency (ms)", lambda r: _num(r.get("latency_ms_pruned"), ".1f")),
-    Column("speedup x", "Speed-up", lambda r: _num(r.get("latency_speedup"), ".2f")),
-    Column("file MB", "File (MB)", lambda r: _num(r.get("file_bytes_pruned"), ".2f", 1e6)),
-    Column("zip MB", "Zipped (MB)", lambda r: _num(r.get("zip_bytes_pruned"), ".2f", 1e6)),
-    Column("test IoU", "IoU", lambda r: _num(r.get("test_iou_pruned"), ".4f")),
-    Column("IoU change pts", r"$\Delta$IoU (pts)", lambda r: _signed(r.get("test_iou_change"))),
-    Column("status", "Status", lambda r: r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')}"),
+    Column("arch", "Arch.", lambda r, tex=False: r["arch"]),
+    Column("dataset", "Dataset", lambda r, tex=False: r["dataset"]),
+    Column("pruner", "Pruner", lambda r, tex=False: r["plugin"]),
+    Column("kind", "Kind", lambda r, tex=False: r.get("kind", "")),
+    Column("target", "Target", _target),
+    Column("reached %", r"Reached (\%)", _pct("reached")),
+    Column("met", "Met", _met),
+    Column("params M", "Params (M)", _num("params_pruned", ".2f", 1e6)),
+    Column("params -%", r"$\Delta$Params (\%)", _pct("params_reduction")),
+    Column("GMACs", "GMACs", _num("flops_pruned", ".3f", 1e9)),
+    Column("FLOPs -%", r"$\Delta$FLOPs (\%)", _pct("flops_reduction")),
+    Column("CPU ms", "CPU (ms)", _num("latency_ms_pruned", ".1f")),
+    Column("CPU speedup x", "CPU speed-up", _num("latency_speedup", ".2f")),
+    Column("GPU ms", "GPU (ms)", _num("latency_gpu_ms_pruned", ".2f")),
+    Column("GPU speedup x", "GPU speed-up", _num("latency_gpu_speedup", ".2f")),
+    Column("zip MB", "Zipped (MB)", _num("zip_bytes_pruned", ".2f", 1e6)),
+    Column("budget steps", "Steps", _num("budget_steps", ".0f")),
+    Column("test IoU", "IoU", _num("test_iou_pruned", ".4f")),
+    Column("IoU change pts", r"$\Delta$IoU (pts)", _num("test_iou_change", "+.1f", 0.01)),
+    Column("n", "n", lambda r, tex=False: str(r.get("n", 1))),
+    Column("status", "Status", _status),
 ]
 
 
-def dense_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One reference row per (arch, dataset): the dense model every cell started from."""
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in rows:
-        if r["status"] == "ok" and (r["arch"], r["dataset"]) not in seen:
-            seen[(r["arch"], r["dataset"])] = {
-                "arch": r["arch"], "dataset": r["dataset"], "plugin": "(dense)", "kind": "", "target_sparsity": 0.0,
-                "achieved_sparsity": r["sparsity_dense"], "params_pruned": r["params_dense"], "params_reduction": 0.0,
-                "flops_pruned": r["flops_dense"], "flops_reduction": 0.0, "latency_ms_pruned": r["latency_ms_dense"],
-                "latency_speedup": 1.0, "file_bytes_pruned": r["file_bytes_dense"], "zip_bytes_pruned": r["zip_bytes_dense"],
-                "test_iou_pruned": r["test_iou_dense"], "test_iou_change": 0.0, "status": "ok",
-            }
-    return list(seen.values())
+def _columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """Drop the GPU columns when no row ran on a GPU."""
+    gpu = any("latency_gpu_ms_pruned" in r for r in rows)
+    return [c for c in COLUMNS if gpu or not c.header.startswith("GPU")]
 
 
 def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    ordered = sorted(rows, key=lambda r: (r["dataset"], r["arch"], r["plugin"], float(r["target_sparsity"])))
+    """Dense reference first, then each (arch, dataset)'s aggregated cells, then failed cells one by one."""
+    def order(r: dict[str, Any]) -> tuple:
+        return (r["dataset"], r["arch"], r["plugin"], r.get("target_kind", ""), float(r.get("target", 0)))
+
+    cells = sorted(aggregate(rows), key=order)
+    failed = sorted((r for r in rows if r.get("status") != "ok"), key=lambda r: (*order(r), str(r.get("seed"))))
     out: list[dict[str, Any]] = []
-    for ref in sorted(dense_rows(rows), key=lambda r: (r["dataset"], r["arch"])):
+    dense = sorted(dense_rows(rows), key=lambda r: (r["dataset"], r["arch"]))
+    for ref in dense:
         out.append(ref)
-        out.extend(r for r in ordered if (r["arch"], r["dataset"]) == (ref["arch"], ref["dataset"]))
+        out.extend(r for r in cells if (r["arch"], r["dataset"]) == (ref["arch"], ref["dataset"]))
     listed = {id(r) for r in out}
-    out.extend(r for r in ordered if id(r) not in listed)  # groups whose every cell failed
+    out.extend(r for r in cells if id(r) not in listed)
+    out.extend(failed)
     return out
 
 
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(c.header for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    cols = _columns(rows)
+    lines = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in table_rows(rows):
-        lines.append("| " + " | ".join(c.value(r).replace("|", "/") for c in COLUMNS) + " |")
+        lines.append("| " + " | ".join(c.value(r).replace("|", "/") for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
 def per_class_markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Test IoU of every class (background included), dense first: where the pruned model lost."""
     ok = [r for r in table_rows(rows) if r["status"] == "ok"]
-    if not ok:
-        return ""
-    source = {id(r): r for r in rows}
     out: list[str] = []
-    for (arch, dataset), group in _groups(ok):
-        cell = next(r for r in rows if r["status"] == "ok" and (r["arch"], r["dataset"]) == (arch, dataset))
-        names = cell.get("class_names") or [f"class {i}" for i in range(len(cell["test_iou_per_class_dense"]))]
-        out += [f"**{arch} on {dataset}**", "", "| pruner | target % | " + " | ".join(names) + " |",
-                "|" + "---|" * (len(names) + 2)]
+    for (arch, dataset) in dict.fromkeys((r["arch"], r["dataset"]) for r in ok):
+        group = [r for r in ok if (r["arch"], r["dataset"]) == (arch, dataset)]
+        width = max(len(r.get("test_iou_per_class_pruned") or []) for r in group)
+        names = next((r["class_names"] for r in group if r.get("class_names")), None) or [f"class {i}" for i in range(width)]
+        out += [f"**{arch} on {dataset}**", "", "| pruner | target | n | " + " | ".join(names) + " |",
+                "|" + "---|" * (len(names) + 3)]
         for r in group:
-            per_class = source[id(r)]["test_iou_per_class_pruned"] if id(r) in source else cell["test_iou_per_class_dense"]
-            out.append(f"| {r['plugin']} | {_pct(r['target_sparsity'])} | " + " | ".join(_num(v, ".3f") for v in per_class) + " |")
+            values = r.get("test_iou_per_class_pruned") or []
+            stds = r.get("test_iou_per_class_pruned_std") or [0.0] * len(values)
+            cells = [_pm({"v": v, "v_std": s, "n": r.get("n", 1)}, "v", ".3f") for v, s in zip(values, stds)]
+            out.append(f"| {r['plugin']} | {_target(r)} | {r.get('n', 1)} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
 
-def _groups(rows: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["arch"], r["dataset"]), []).append(r)
-    return list(groups.items())
-
-
 def _tex(s: str) -> str:
+    if s.startswith("$") and s.endswith("$"):
+        return s
     return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
 
 
-def latex_table(rows: Sequence[dict[str, Any]], caption: str = "Pruning results") -> str:
-    cols = [c for c in COLUMNS if c.header != "status"]
+def latex_table(rows: Sequence[dict[str, Any]], caption: str = "Pruning results (mean $\\pm$ std over seeds)") -> str:
+    cols = [c for c in _columns(rows) if c.header != "status"]
     body = []
     for r in table_rows(rows):
         if r["status"] != "ok":
             continue
-        body.append(" & ".join(_tex(c.value(r)) for c in cols) + r" \\")
+        body.append(" & ".join(_tex(c.value(r, True)) if c.value is not _target else c.value(r, True) for c in cols) + r" \\")
     return "\n".join([
         r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
-        r"\begin{tabular}{" + "l" * 4 + "r" * (len(cols) - 4) + "}", r"\toprule",
+        r"\begin{tabular}{" + "l" * 5 + "r" * (len(cols) - 5) + "}", r"\toprule",
         " & ".join(c.latex for c in cols) + r" \\", r"\midrule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
     ])
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One row per seed, then one aggregate per (arch, dataset, pruner, target) with ``seed = all``,
+    ``n`` and ``<column>_std``."""
+    everything = [*rows, *aggregate(rows)]
     keys: list[str] = []
-    for r in rows:
+    for r in everything:
         keys.extend(k for k in r if k not in NOT_IN_CSV and k not in keys)
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
-        for r in rows:
+        for r in everything:
             writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items() if k in keys})
     return path
 
 
 def plot_stage_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Validation IoU (EMA) over the prune and fine-tune stages, a panel per (arch, dataset)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """Validation IoU (EMA) over the prune and fine-tune stages, a panel per (arch, dataset); first seed only."""
+    first_seed = min((r.get("seed", 0) for r in rows), key=str, default=0)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        if r["status"] == "ok" and r.get("curves"):
-            groups[(r["arch"], r["dataset"])].append(r)
+        if r["status"] == "ok" and r.get("curves") and r.get("seed", 0) == first_seed:
+            groups.setdefault((r["arch"], r["dataset"]), []).append(r)
     fig, axes = _panel_grid(max(1, len(groups)))
     for ax, (key, group) in zip(axes, sorted(groups.items())):
         n_prune = max((sum(c["stage"] == "prune" for c in r["curves"]) for r in group), default=0)
-        # colour = pruner, line style = sparsity: 15 lines stay tellable apart
+        # colour = pruner, line style = target: 15 lines stay tellable apart
         colours = {p: f"C{i % 10}" for i, p in enumerate(sorted({r["plugin"] for r in group}))}
-        styles = {t: ["-", "--", ":", "-."][i % 4] for i, t in enumerate(sorted({r["target_sparsity"] for r in group}))}
-        for r in sorted(group, key=lambda r: (r["plugin"], r["target_sparsity"])):
+        targets = sorted({(r["target_kind"], r["target"]) for r in group})
+        styles = {t: ["-", "--", ":", "-."][i % 4] for i, t in enumerate(targets)}
+        for r in sorted(group, key=lambda r: (r["plugin"], r["target_kind"], r["target"])):
             pruning = [c for c in r["curves"] if c["stage"] == "prune"]
             tuning = [c for c in r["curves"] if c["stage"] != "prune"]
             # fine-tune starts after the prune stage for every cell, one-shot pruners included
             xs = [*range(1, len(pruning) + 1), *range(n_prune + 1, n_prune + len(tuning) + 1)]
             curve = pruning + tuning
             colour = colours[r["plugin"]]
-            ax.plot(xs, [c["val_iou_ema"] for c in curve], styles[r["target_sparsity"]], lw=1.2, color=colour,
-                    label=f"{r['plugin']} {float(r['target_sparsity']):.0%}")
+            ax.plot(xs, [c["val_iou_ema"] for c in curve], styles[(r["target_kind"], r["target"])], lw=1.2,
+                    color=colour, label=f"{r['plugin']} {_target(r)}")
             ax.plot(xs, [c["val_iou"] for c in curve], "o", ms=2, alpha=0.3, color=colour)
         if n_prune:
             ax.axvline(n_prune + 0.5, color=STAGE_COLORS["finetune"], lw=0.8, ls=":")
-        ax.set_title(f"{key[0]} on {key[1]}: prune | fine-tune", fontsize=9)
+        ax.set_title(f"{key[0]} on {key[1]}: prune | fine-tune (seed {first_seed})", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("val IoU (EMA line, raw dots)")
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
@@ -187,26 +223,62 @@ def plot_stage_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
 
 def plot_report_examples(rows: Sequence[dict[str, Any]], run_dir: Path, path: Path, max_panels: int = 5) -> Path | None:
     """Test images with ground truth and predictions of the dense model and each pruned one,
-    for the first (arch, dataset) and pruner of the grid, at every sparsity."""
+    for the first (arch, dataset, seed) and pruner of the grid, at every target."""
+    from toolkit.runner.cell import Cell
+    from toolkit.pruning.targets import Target
+
     ok = [r for r in rows if r["status"] == "ok" and (run_dir / "cells" / r["cell"] / "examples.npz").exists()]
     if not ok:
         return None
     first = ok[0]
-    group = sorted([r for r in ok if (r["arch"], r["dataset"], r["plugin"]) == (first["arch"], first["dataset"], first["plugin"])],
-                   key=lambda r: float(r["target_sparsity"]))
-    dense_file = dense_dir(run_dir, first["arch"], first["dataset"]) / "examples.npz"
+    same = ("arch", "dataset", "plugin", "seed")
+    group = sorted([r for r in ok if all(r.get(k) == first.get(k) for k in same)],
+                   key=lambda r: (r["target_kind"], float(r["target"])))
+    cell = Cell(first["arch"], first["dataset"], first["plugin"], Target("sparsity", 0.5), first.get("seed", 0))
+    dense_file = run_dir / "dense" / cell.dense_id / "examples.npz"
     if not dense_file.exists():
         return None
     dense = np.load(dense_file)
     num_classes = len(first.get("class_names") or []) or int(dense["truth"].max()) + 1
     panels = [("dense", dense["pred"])]
-    panels += [(f"{r['plugin']} {float(r['target_sparsity']):.0%}", np.load(run_dir / "cells" / r["cell"] / "examples.npz")["pred"])
+    panels += [(f"{r['plugin']} {_target(r)}", np.load(run_dir / "cells" / r["cell"] / "examples.npz")["pred"])
                for r in group[:max_panels]]
     examples = []
     for i in range(min(2, dense["truth"].shape[0])):
         for label, preds in panels:
             examples.append((f"{first['arch']} img {i}\n{label}", dense["image"][i], dense["truth"][i], preds[i]))
     return plot_examples(examples, path, num_classes)
+
+
+def checklist(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The reporting checklist of Blalock et al. (2020), filled from the run."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    pairs = sorted({(r["arch"], r["dataset"]) for r in ok})
+    seeds = sorted({r.get("seed") for r in ok}, key=str)
+    points: dict[str, set[str]] = {}
+    for r in ok:
+        points.setdefault(r["plugin"], set()).add(_target(r))
+    budgets = sorted({int(r["budget_steps"]) for r in ok if r.get("budget_steps") is not None})
+    env = ok[0] if ok else (rows[0] if rows else {})
+    dense = "yes: every table starts with the unpruned model of each architecture, dataset and seed" if ok else "no"
+    same_budget = (f"yes: every cell trained {budgets[0]} steps in total (dense + prune + fine-tune)" if len(budgets) == 1
+                   else f"NO: cells trained {', '.join(map(str, budgets))} steps in total (see the budget column)")
+    return [
+        "## Reporting checklist", "",
+        f"- [x] Architectures x datasets ({len(pairs)}): " + (", ".join(f"{a} on {d}" for a, d in pairs) or "none"),
+        f"- [{'x' if all(len(v) > 1 for v in points.values()) else ' '}] Operating points per method: "
+        + "; ".join(f"{p} {len(v)} ({', '.join(sorted(v))})" for p, v in sorted(points.items())),
+        f"- [{'x' if ok else ' '}] Dense control: {dense}",
+        f"- [{'x' if len(seeds) > 1 else ' '}] Seeds: {len(seeds)} ({', '.join(map(str, seeds))})"
+        + ("" if len(seeds) > 1 else " - one seed: differences cannot be told from seed noise"),
+        f"- [{'x' if len(budgets) == 1 else ' '}] Identical training budget: {same_budget}",
+        f"- [x] Versions: toolkit {env.get('toolkit')}, torch {env.get('torch')}, smp {env.get('smp')}, "
+        f"torch_pruning {env.get('torch_pruning')}, nni {env.get('nni')}, python {env.get('python')}, git {env.get('git_commit')}",
+        f"- [x] Hardware: {env.get('cpu')} ({env.get('machine')}, host {env.get('host')}); training device "
+        f"{env.get('device')}; latency on {env.get('latency_device')}"
+        + (f" and {env.get('latency_gpu_device')}" if env.get("latency_gpu_device") else ""),
+        "",
+    ]
 
 
 def write_report(run_dir: str | Path) -> Path:
@@ -220,29 +292,36 @@ def write_report(run_dir: str | Path) -> Path:
     write_csv(rows, run_dir / "results.csv")
     figures = []
     if ok:
-        figures.append(plot_iou_vs_sparsity(ok, run_dir / "iou_vs_sparsity.png"))
-        figures.append(plot_latency_vs_flops(ok, run_dir / "latency_vs_flops.png"))
+        figures.append(plot_pareto(aggregate(rows), dense_rows(rows), run_dir / "pareto.png"))
+        figures.append(plot_latency_vs_flops(aggregate(rows), dense_rows(rows), run_dir / "latency_vs_flops.png"))
         figures.append(plot_stage_curves(ok, run_dir / "curves.png"))
         ex = plot_report_examples(ok, run_dir, run_dir / "examples.png")
         if ex:
             figures.append(ex)
-    env = rows[0] if rows else {}
+    env = ok[0] if ok else (rows[0] if rows else {})
+    n_seeds = len({r.get("seed") for r in rows})
     lines = [
         f"# Pruning comparison: {run_dir.name}", "",
-        f"{len(ok)} of {len(rows)} cells finished; {len(rows) - len(ok)} failed.", "",
-        "Sparsity: unstructured = fraction of prunable conv/linear weights that are zero; "
-        "structured = fraction of prunable output channels removed. FLOPs are thop MACs for one "
-        f"{env.get('image_size', '?')}px image; latency is the median CPU forward time over several runs after warm-up "
-        f"(input {ok[0]['latency_input'] if ok else '?'}, {ok[0]['latency_threads'] if ok else '?'} thread(s)). "
-        "IoU is the test-split mean over the defect classes (background excluded). "
-        "Unstructured pruning keeps dense kernels: its latency does not drop, its zipped file does.", "",
+        f"{len(ok)} of {len(rows)} cells finished; {len(rows) - len(ok)} failed; {n_seeds} seed(s), "
+        "numbers are mean ± std over seeds where they vary (n = seeds).", "",
+        *[f"![{f.stem}]({f.name})" for f in figures[:1]], "",
+        "Target: `rate` = fraction of prunable output channels removed (structured), `sparsity` = fraction of "
+        "prunable conv/linear weights that are zero (unstructured), `FLOPs -50%` = a cost target; reached is "
+        "measured on the result, and met = within one point. FLOPs are thop MACs for one "
+        f"{env.get('image_size', '?')}px image (dense kernels: zeros are counted); CPU latency is the median forward time "
+        f"on {env.get('latency_device', 'the CPU')} (input {env.get('latency_input', '?')}). "
+        "IoU is the test-split mean over the defect classes (background excluded). budget = training steps in all "
+        "(dense + prune + fine-tune). Unstructured pruning keeps dense kernels: its FLOPs and latency do not drop, "
+        "its zipped file does.", "",
         md, "",
         "Per-class test IoU (background included; blank = class absent from the test split):", "",
         per_class_markdown(rows), "",
-        *[f"![{f.stem}]({f.name})" for f in figures], "",
-        "Versions: " + ", ".join(f"{k} {env.get(k)}" for k in ("toolkit", "torch", "smp", "torch_pruning", "nni", "python", "git_commit")),
-        f"Settings: encoder {env.get('encoder')}, seed {env.get('seed')}, epochs train/prune/fine-tune {env.get('epochs')}.", "",
-        "Files: results.jsonl (one row per cell, every setting), results.csv, results.tex (booktabs), cells/<id>/ (curves, checkpoints).",
+        *[f"![{f.stem}]({f.name})" for f in figures[1:]], "",
+        *checklist(rows),
+        f"Settings: encoder {env.get('encoder')}, epochs train/prune/fine-tune {env.get('epochs')}, "
+        f"image size {env.get('image_size')}.", "",
+        "Files: results.jsonl (one row per cell and seed, every setting), results.csv (per seed + aggregates), "
+        "results.tex (booktabs), cells/<id>/ (curves, checkpoints), dense/<arch>__<data>__s<seed>/.",
     ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

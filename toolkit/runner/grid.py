@@ -1,36 +1,45 @@
-"""The benchmark grid: model x pruner x sparsity x dataset, train once, prune many.
+"""The benchmark grid: architecture x dataset x pruner x target x seed; train once, prune many.
 
-Every finished cell is written at once, atomically, to ``cells/<id>/result.json``
-and appended to ``results.jsonl``; a re-run of the same command skips finished
-cells, so Ctrl-C or a crash loses nothing that was done. A cell whose plugin
-raises is recorded as failed with its error, and the grid goes on.
+``load_grid`` reads and checks the grid (TOML and command line), ``cells``
+lists its cells, ``run_grid`` runs the unfinished ones on an executor
+(``local`` here, ``ray`` on a cluster) and returns every row. Rows are written
+by this process alone, one file per cell plus ``results.jsonl``, each
+atomically, so killing the run (Ctrl-C, kill -9, a lost machine) loses no
+finished cell and the same command resumes where it stopped. A cell whose
+plugin raises, hangs past ``cell_timeout`` or whose worker dies is recorded
+as failed with the reason, and the grid goes on.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import platform
 import subprocess
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from toolkit.config import RunConfig, read_toml, update, write_config
+from toolkit.config import RunConfig, read_toml, update
 from toolkit.errors import ToolkitError, UsageError
-from toolkit.runner.stages import (
-    Dense, Workbench, achieved_sparsity, build_workbench, compare_rows, describe, finetune, prune, save_pruned, train_dense,
-    write_json,
-)
-from toolkit.workbench.training import write_history
+from toolkit.pruning.targets import Target
+from toolkit.results.store import finished, write_results
+from toolkit.runner.cell import Cell
+from toolkit.runner.stages import write_json
 
-RESULTS = "results.jsonl"
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RayConfig:
+    """Where and how big: ``address`` none = start a local Ray, ``auto`` = the running cluster."""
+
+    address: str | None = None
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: float = 0.0
+    max_retries: int = 2  # a cell whose worker died is run again this many times, then fails
 
 
 @dataclass
@@ -39,11 +48,16 @@ class GridConfig:
 
     archs: list[str] = field(default_factory=lambda: ["fpn", "unet"])
     plugins: list[str] = field(default_factory=lambda: ["fpgm", "l1", "agp"])
-    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.75])
+    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.75])  # each pruner's own measure
+    targets: list[str] = field(default_factory=list)  # cost targets, e.g. ["flops=0.5"]
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
+    seeds: list[int] = field(default_factory=lambda: [0])
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
     plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
     examples: int = 3  # test images drawn per cell in the report
+    executor: str = "local"
+    cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
+    ray: RayConfig = field(default_factory=RayConfig)
     run: RunConfig = field(default_factory=lambda: demo_run_config())
 
 
@@ -59,17 +73,23 @@ def demo_run_config() -> RunConfig:
 
 
 def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
+    """The grid from a TOML file and command-line values, every name and target checked here."""
     grid = GridConfig()
     data = read_toml(path) if path else {}
     run_values = data.pop("run", {})
-    update(grid, {k: v for k, v in data.items()}, str(path))
+    update(grid, data, str(path))
     update(grid.run, run_values, f"{path}: [run]")
     run_overrides = overrides.pop("run", {}) or {}
-    update(grid, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    update(grid, given, "command line")
     update(grid.run, {k: v for k, v in run_overrides.items() if v is not None}, "command line")
-    for name in ("archs", "plugins", "sparsities", "datasets"):
+    if ("targets" in data or "targets" in given) and "sparsities" not in data and "sparsities" not in given:
+        grid.sparsities = []  # asked for cost targets only
+    for name in ("archs", "plugins", "datasets", "seeds"):
         if not getattr(grid, name):
             raise UsageError(f"the grid needs at least one of {name}")
+    if not grid.sparsities and not grid.targets and not grid.plugin_sparsities:
+        raise UsageError("the grid needs sparsities or targets")
     grid.sparsities = [float(s) for s in grid.sparsities]
     for name, values in grid.plugin_sparsities.items():
         if not isinstance(values, list) or not all(isinstance(v, int | float) for v in values) or not values:
@@ -77,29 +97,50 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     for s in [*grid.sparsities, *(v for vs in grid.plugin_sparsities.values() for v in vs)]:
         if not 0.0 < float(s) < 1.0:
             raise UsageError(f"sparsities must lie in (0, 1), got {s}")
+    for t in grid.targets:
+        if Target.parse(t).value <= 0:
+            raise UsageError(f"target {t} removes nothing")
+    if grid.executor not in EXECUTORS:
+        raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {grid.executor!r}")
+    if grid.cell_timeout is not None and grid.cell_timeout <= 0:
+        raise UsageError(f"cell_timeout must be a positive number of seconds, got {grid.cell_timeout}")
     grid.run.validate()
+    _check_names(grid)
     return grid
 
 
-@dataclass(frozen=True)
-class Cell:
-    arch: str
-    dataset: str
-    plugin: str
-    sparsity: float
+def _check_names(grid: GridConfig) -> None:
+    """Unknown pruners, and targets a pruner cannot take, fail before any work."""
+    from toolkit.plugins import get_registry
 
-    @property
-    def id(self) -> str:
-        data = self.dataset.replace("/", "_").replace(":", "_").strip("._")
-        return f"{self.arch}__{data}__{self.plugin}__{self.sparsity:g}"
+    registry = get_registry()
+    for plugin in grid.plugins:
+        spec = registry.get(plugin).spec
+        for target in targets_of(grid, plugin):
+            target.for_pruner(spec.kind)
+        spec.create(grid.plugin_options.get(plugin, {}))  # options are checked against the spec
+
+
+def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
+    native = grid.plugin_sparsities.get(plugin, grid.sparsities)
+    return [Target("sparsity", float(s)) for s in native] + [Target.parse(t) for t in grid.targets]
 
 
 def cells(grid: GridConfig) -> list[Cell]:
+    """Every cell, grouped by dense model (seed, dataset, arch) so one is in memory at a time."""
     return [
-        Cell(a, d, p, float(s))
-        for d in grid.datasets for a in grid.archs for p in grid.plugins
-        for s in grid.plugin_sparsities.get(p, grid.sparsities)
+        Cell(a, d, p, t, int(seed))
+        for seed in grid.seeds for d in grid.datasets for a in grid.archs for p in grid.plugins
+        for t in targets_of(grid, p)
     ]
+
+
+def dense_dir(out_dir: Path, cell: Cell) -> Path:
+    return out_dir / "dense" / cell.dense_id
+
+
+def cell_dir(out_dir: Path, cell: Cell) -> Path:
+    return out_dir / "cells" / cell.id
 
 
 def environment() -> dict[str, Any]:
@@ -107,9 +148,11 @@ def environment() -> dict[str, Any]:
     import segmentation_models_pytorch as smp
 
     import toolkit
+    from toolkit.workbench.device import cpu_name
 
     versions = {"toolkit": toolkit.__version__, "torch": torch.__version__, "smp": smp.__version__,
-                "python": platform.python_version(), "machine": platform.machine(), "cpu_threads": torch.get_num_threads()}
+                "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_name(),
+                "cpu_threads": torch.get_num_threads(), "host": platform.node()}
     for mod, key in (("torch_pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop")):
         try:
             versions[key] = getattr(__import__(mod), "__version__", "?")
@@ -125,117 +168,45 @@ def environment() -> dict[str, Any]:
     return versions
 
 
-def finished(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """Rows of cells already done, from their per-cell files (the source of truth)."""
-    rows = {}
-    for path in sorted((out_dir / "cells").glob("*/result.json")):
-        try:
-            row = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # half-written by a crash: the cell runs again
-        rows[row["cell"]] = row
-    return rows
+def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict[str, Any]:
+    """The columns of a failed cell: the reason in one line (and the traceback of a bug)."""
+    from toolkit.runner.isolate import CellError
 
-
-def write_results(out_dir: Path, rows: dict[str, dict[str, Any]]) -> Path:
-    path = out_dir / RESULTS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
-    tmp.replace(path)
-    return path
-
-
-def save_examples(model: torch.nn.Module, wb: Workbench, n: int, path: Path) -> None:
-    """A few test images, their ground truth and this model's prediction, for the report."""
-    if n <= 0 or not len(wb.splits.test):
-        return
-    items = [wb.splits.test[i] for i in range(min(n, len(wb.splits.test)))]
-    x = torch.stack([i[0] for i in items])
-    model.eval()
-    with torch.no_grad():
-        pred = model(x).argmax(1)
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
-    image = ((x - lo) / (hi - lo).clamp(min=1e-6) * 255).permute(0, 2, 3, 1).to(torch.uint8)
-    np.savez_compressed(path, image=image.numpy(), truth=torch.stack([i[1] for i in items]).numpy().astype(np.uint8),
-                        pred=pred.numpy().astype(np.uint8))
-
-
-def dense_dir(out_dir: Path, arch: str, dataset: str) -> Path:
-    return out_dir / "dense" / f"{arch}__{Cell(arch, dataset, 'x', 0).id.split('__')[1]}"
-
-
-class DenseCache:
-    """One trained dense model (and its measurements) per (arch, dataset), shared by all its cells."""
-
-    def __init__(self, grid: GridConfig, out_dir: Path) -> None:
-        self.grid, self.out_dir = grid, out_dir
-        self._key: tuple[str, str] | None = None
-        self._value: tuple[Workbench, Dense, dict[str, Any]] | None = None
-
-    def get(self, arch: str, dataset: str) -> tuple[Workbench, Dense, dict[str, Any]]:
-        if self._key == (arch, dataset) and self._value is not None:
-            return self._value
-        cfg = copy.deepcopy(self.grid.run)
-        cfg.arch, cfg.data = arch, dataset
-        folder = dense_dir(self.out_dir, arch, dataset)
-        folder.mkdir(parents=True, exist_ok=True)
-        wb = build_workbench(cfg)
-        ckpt = folder / "dense.pt"
-        if ckpt.exists():
-            from toolkit.runner.stages import load_dense
-
-            history = [dict(r) for r in _read_csv(folder / "train_metrics.csv")]
-            dense = Dense(load_dense(ckpt, wb.splits.num_classes), history, 0.0, ckpt)  # type: ignore[arg-type]
-            stats = json.loads((folder / "stats.json").read_text())
-        else:
-            dense = train_dense(wb, folder)
-            stats = describe(dense.model, wb)
-            stats["time_train_s"] = dense.seconds
-            stats["class_names"] = wb.splits.class_names
-            stats["data_description"] = wb.splits.description
-            save_examples(dense.model, wb, self.grid.examples, folder / "examples.npz")
-            write_json(stats, folder / "stats.json")
-        self._key, self._value = (arch, dataset), (wb, dense, stats)
-        return self._value
-
-
-def _read_csv(path: Path) -> list[dict[str, Any]]:
-    import csv
-
-    if not path.exists():
-        return []
-    with path.open() as f:
-        return [{k: (float(v) if k not in ("stage",) else v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def run_cell(cell: Cell, grid: GridConfig, dense_cache: DenseCache, out_dir: Path) -> dict[str, Any]:
-    """train (shared) -> prune -> fine-tune -> measure one cell; raises on failure."""
-    wb, dense, dense_stats = dense_cache.get(cell.arch, cell.dataset)
-    cfg = copy.deepcopy(wb.cfg)
-    cfg.plugin, cfg.sparsity = cell.plugin, cell.sparsity
-    cfg.plugin_options = dict(grid.plugin_options.get(cell.plugin, {}))
-    wb = dataclasses.replace(wb, cfg=cfg)
-    folder = out_dir / "cells" / cell.id
-    folder.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, folder / "config.toml")
-    pruned = prune(wb, dense.model, cell.plugin, cfg.plugin_options)
-    write_history(pruned.history, folder / "prune_metrics.csv")
-    ft_history, ft_seconds = finetune(wb, pruned.result, folder)
-    stats = describe(pruned.result.model, wb)
-    save_pruned(pruned.result, wb, folder)
-    row = {
-        "kind": pruned.result.kind, "backend": pruned.result.backend,
-        "achieved_sparsity": achieved_sparsity(pruned.result, stats),
-        "sparsity_of": "output channels" if pruned.result.kind == "structured" else "prunable weights",
-        **compare_rows(dense_stats, stats),
-        "class_names": dense_stats.get("class_names"),
-        "time_train_s": dense_stats.get("time_train_s", 0.0), "time_prune_s": pruned.seconds, "time_finetune_s": ft_seconds,
-        "curves": [h.__dict__ for h in pruned.history + ft_history],
-        "prune_history": pruned.result.history,
-    }
-    save_examples(pruned.result.model, wb, grid.examples, folder / "examples.npz")
+    if isinstance(error, str):
+        return {"status": "failed", "error": error}
+    name = error.type_name if isinstance(error, CellError) else type(error).__name__
+    row = {"status": "failed", "error": f"{name}: {error}".splitlines()[0]}
+    if with_traceback and isinstance(error, CellError) and not error.user_error:
+        row["traceback"] = error.detail
+    elif with_traceback and not isinstance(error, (ToolkitError, CellError)):
+        row["traceback"] = "".join(traceback.format_exception(error, limit=-8))
     return row
+
+
+class Recorder:
+    """The only writer of a run folder's rows: a cell's file, then ``results.jsonl``, both atomic."""
+
+    def __init__(self, grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]],
+                 on_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> None:
+        self.grid, self.out_dir, self.rows, self.on_cell = grid, out_dir, rows, on_cell
+        self.env = environment()
+
+    def base(self, cell: Cell) -> dict[str, Any]:
+        run = self.grid.run
+        return {**cell.as_row(), "options": self.grid.plugin_options.get(cell.plugin, {}), "encoder": run.encoder,
+                "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
+                **self.env}
+
+    def record(self, cell: Cell, columns: dict[str, Any], seconds: float) -> dict[str, Any]:
+        row = {**self.base(cell), **columns, "time_cell_s": seconds}
+        folder = cell_dir(self.out_dir, cell)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(row, folder / "result.json")
+        self.rows[cell.id] = row
+        write_results(self.out_dir, self.rows)
+        if self.on_cell:
+            self.on_cell(cell, row)
+        return row
 
 
 def run_grid(
@@ -245,38 +216,22 @@ def run_grid(
     force: bool = False,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every unfinished cell; returns all rows (finished before and now)."""
+    """Run every unfinished cell on the grid's executor; returns all rows (finished before and now)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_settings(grid, out_dir, force)
     _write_grid(grid, out_dir)
     rows = finished(out_dir)
     todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
-    env = environment()
-    dense_cache = DenseCache(grid, out_dir)
-    bar = tqdm(todo, desc="cells", unit="cell", disable=not grid.run.train.progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.id)
-        base = {"cell": cell.id, **dataclasses.asdict(cell), "target_sparsity": cell.sparsity, "encoder": grid.run.encoder,
-                "seed": grid.run.seed, "image_size": grid.run.image_size,
-                "epochs": [grid.run.epochs_train, grid.run.epochs_prune, grid.run.epochs_finetune], **env}
-        t0 = time.perf_counter()
-        try:
-            row = {**base, "status": "ok", "error": None, **run_cell(cell, grid, dense_cache, out_dir)}
-        except KeyboardInterrupt:
-            raise
-        except ToolkitError as exc:
-            row = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        except Exception as exc:  # noqa: BLE001 - a plugin that raises fails its own row, not the run
-            row = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(limit=8)}
-        row["time_cell_s"] = time.perf_counter() - t0
-        folder = out_dir / "cells" / cell.id
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(row, folder / "result.json")
-        rows[cell.id] = row
-        write_results(out_dir, rows)
-        if on_cell:
-            on_cell(cell, row)
+    recorder = Recorder(grid, out_dir, rows, on_cell)
+    if todo:
+        if grid.executor == "ray":
+            from toolkit.runner.ray_executor import run_on_ray
+
+            run_on_ray(grid, out_dir, todo, recorder)
+        else:
+            from toolkit.runner.local import run_locally
+
+            run_locally(grid, out_dir, todo, recorder)
     write_results(out_dir, rows)
     return rows
 
@@ -284,6 +239,8 @@ def run_grid(
 def _run_settings(grid: GridConfig) -> dict[str, Any]:
     run = dataclasses.asdict(grid.run)
     run["train"].pop("progress", None)
+    for key in ("device", "threads"):  # where it runs is not what it computes
+        run.pop(key, None)
     return json.loads(json.dumps(run))
 
 
@@ -306,16 +263,7 @@ def _check_same_settings(grid: GridConfig, out_dir: Path, force: bool) -> None:
 def _write_grid(grid: GridConfig, out_dir: Path) -> None:
     import tomli_w
 
-    data = dataclasses.asdict(grid)
-    run = {k: v for k, v in data.pop("run").items() if v is not None}
-    run["train"] = {k: v for k, v in run["train"].items() if v is not None}
-    (out_dir / "grid.toml").write_text(tomli_w.dumps({**data, "run": run}))
+    from toolkit.config import _drop_none
 
+    (out_dir / "grid.toml").write_text(tomli_w.dumps(_drop_none(dataclasses.asdict(grid))))
 
-def iter_rows(out_dir: Path) -> Iterator[dict[str, Any]]:
-    path = out_dir / RESULTS
-    if not path.exists():
-        raise UsageError(f"{out_dir} has no {RESULTS}: is it a 'toolkit compare' run folder?")
-    for line in path.read_text().splitlines():
-        if line.strip():
-            yield json.loads(line)

@@ -1,9 +1,9 @@
-"""The three stages, train -> prune -> fine-tune, as plain functions.
+"""The pieces every run is made of: the workbench (data, device, trainers), loading and
+saving models, the prune and fine-tune stages, and measuring a model.
 
-Each stage takes plain values and returns plain values, so it can be tested
-alone; ``toolkit train``/``prune``/``compare`` are thin shells around them.
-A run folder holds the config, per-stage metrics CSVs and checkpoints, and a
-``result.json`` with every measurement.
+Each takes plain values and returns plain values; ``toolkit.runner.dense`` and
+``toolkit.runner.cell`` put them in order, and every command and executor
+calls those two.
 """
 from __future__ import annotations
 
@@ -14,82 +14,91 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from toolkit.config import RunConfig
 from toolkit.contract import PruneRequest, PruneResult, check_result
-from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.errors import UsageError
+from toolkit.pruning.targets import Target
 from toolkit.results.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
+from toolkit.workbench.data import DatasetSplits, load_splits
+from toolkit.workbench.device import device_name, resolve_device
 from toolkit.workbench.models import create_model, output_layers
-from toolkit.workbench.training import EpochRecord, Trainer, atomic_save, ema, write_history
+from toolkit.workbench.seeding import derive, seed_everything, use_deterministic_algorithms
+from toolkit.workbench.training import EpochRecord, Objective, Trainer, atomic_save, ema
 
 
+# -- the workbench ---------------------------------------------------------------------
 @dataclass
 class Workbench:
-    """Data, trainer and example input shared by every stage of one (arch, dataset)."""
+    """One dataset at one seed with the run's settings: what every stage of a cell reads."""
 
-    cfg: RunConfig
+    settings: RunConfig
+    dataset: str
+    seed: int
     splits: DatasetSplits
-    trainer: Trainer
-    example: torch.Tensor
+    device: torch.device
+    example: torch.Tensor  # one test image (CPU), for FLOP counts and tracing
+
+    def trainer(self, stage: str, objective: Objective | None = None) -> Trainer:
+        """A fresh trainer whose randomness is ``derive(seed, stage)``: the same for every cell of the seed."""
+        return Trainer(self.splits.train, self.splits.val, self.splits.num_classes, self.settings.train,
+                       seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision,
+                       objective=objective)
 
     @property
     def steps_per_epoch(self) -> int:
-        n = len(self.trainer.train_loader)
-        cap = self.cfg.train.max_steps_per_epoch
+        n = max(1, len(self.splits.train) // self.settings.train.batch_size)
+        cap = self.settings.train.max_steps_per_epoch
         return max(1, min(n, cap) if cap else n)
 
+    def test_loader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.splits.test, batch_size=self.settings.train.batch_size)
 
-def build_workbench(cfg: RunConfig) -> Workbench:
+
+_SPLITS: dict[tuple, DatasetSplits] = {}
+
+
+def open_workbench(settings: RunConfig, dataset: str, seed: int) -> Workbench:
+    """Read (once per process) and split a dataset, and set the process up for the run:
+    thread count, deterministic algorithms, device."""
     from toolkit.workbench.weights import normalization
 
-    mean, std = normalization(cfg.encoder, cfg.encoder_weights)
-    splits = load_splits(
-        cfg.data, image_size=cfg.image_size, seed=cfg.seed, augment=True, skip_bad=cfg.skip_bad,
-        mean=mean, std=std, limit=cfg.limit, binary=cfg.binary,
-    )
-    for file, why in splits.skipped:  # --skip-bad: left out, but never silently
-        print(f"skipped bad file {file}: {why}", file=sys.stderr)
-    trainer = Trainer(splits.train, splits.val, splits.num_classes, cfg.train)
-    example = splits.test[0][0].unsqueeze(0) if len(splits.test) else torch.randn(1, 3, cfg.image_size, cfg.image_size)
-    return Workbench(cfg, splits, trainer, example)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    use_deterministic_algorithms(settings.deterministic)
+    mean, std = normalization(settings.encoder, settings.encoder_weights)
+    key = (dataset, settings.image_size, seed, settings.skip_bad, mean, std, settings.limit, settings.binary)
+    if key not in _SPLITS:
+        _SPLITS.clear()  # one dataset in memory at a time
+        splits = load_splits(dataset, image_size=settings.image_size, seed=seed, augment=True, skip_bad=settings.skip_bad,
+                             mean=mean, std=std, limit=settings.limit, binary=settings.binary)
+        for file, why in splits.skipped:  # --skip-bad: left out, but never silently
+            print(f"skipped bad file {file}: {why}", file=sys.stderr)
+        _SPLITS[key] = splits
+    splits = _SPLITS[key]
+    example = splits.test[0][0].unsqueeze(0) if len(splits.test) else torch.randn(1, 3, settings.image_size, settings.image_size)
+    return Workbench(settings, dataset, seed, splits, device, example)
 
 
-def recipe(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
+# -- models on disk ----------------------------------------------------------------------
+def recipe(arch: str, encoder: str, num_classes: int) -> dict[str, Any]:
     """What it takes to rebuild the dense model: plain data, no code."""
-    return {"arch": cfg.arch, "encoder": cfg.encoder, "num_classes": num_classes}
+    return {"arch": arch, "encoder": encoder, "num_classes": num_classes}
 
 
-# -- stage 1: train --------------------------------------------------------------
-@dataclass
-class Dense:
-    model: nn.Module
-    history: list[EpochRecord]
-    seconds: float
-    checkpoint: Path | None
-
-
-def train_dense(wb: Workbench, out_dir: Path | None) -> Dense:
-    """Train the dense model, or load it from ``cfg.checkpoint``."""
-    cfg = wb.cfg
-    t0 = time.perf_counter()
-    if cfg.checkpoint:
-        model = load_dense(cfg.checkpoint, wb.splits.num_classes)
-        return Dense(model, [], 0.0, Path(cfg.checkpoint))
-    weights = cfg.encoder_weights if cfg.encoder_weights not in ("none", "") else None
-    model = create_model(cfg.arch, cfg.encoder, weights, num_classes=wb.splits.num_classes)
-    history = wb.trainer.fit(model, cfg.epochs_train, "train", out_dir)
-    path = None
-    if out_dir:
-        path = out_dir / "dense.pt"
-        atomic_save({"recipe": recipe(cfg, wb.splits.num_classes), "model": model.state_dict()}, path)
-    return Dense(model, history, time.perf_counter() - t0, path)
+def build_model(arch: str, settings: RunConfig, num_classes: int, seed: int) -> nn.Module:
+    """A new dense model; its random initialisation comes from the run's seed."""
+    seed_everything(derive(seed, "init"))
+    weights = settings.encoder_weights if settings.encoder_weights not in ("none", "") else None
+    return create_model(arch, settings.encoder, weights, num_classes=num_classes)
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,7 +106,7 @@ def _read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UsageError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UsageError(f"{path} is not a readable checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if not isinstance(state, dict) or "recipe" not in state:
@@ -110,7 +119,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def load_dense(path: str | Path, num_classes: int | None = None) -> nn.Module:
-    """Load a dense checkpoint written by ``train_dense`` (``weights_only``: no code is unpickled)."""
+    """Load a dense checkpoint (``weights_only``: no code is unpickled)."""
     state = _read_checkpoint(path)
     r = state["recipe"]
     if num_classes is not None and r["num_classes"] != num_classes:
@@ -120,30 +129,53 @@ def load_dense(path: str | Path, num_classes: int | None = None) -> nn.Module:
     return model
 
 
-# -- stage 2: prune ---------------------------------------------------------------
-class EpochLoggingTrainer:
-    """Wraps the trainer for gradual pruners: validates once per epoch of steps,
-    so the prune stage has validation curves like the others."""
+def save_model(model: nn.Module, rebuild: dict[str, Any], path: Path, structured: bool = False,
+               meta: dict[str, Any] | None = None) -> Path:
+    """A model file that loads back without this code path (``toolkit.pruning.serialize.load_model``)."""
+    if structured:
+        from toolkit.pruning.serialize import save_pruned
 
-    def __init__(self, wb: Workbench, stage: str) -> None:
-        self.wb, self.stage = wb, stage
+        return save_pruned(model, path, rebuild, meta=meta)  # recipe + layer widths + weights
+    atomic_save({"recipe": rebuild, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+# -- the prune stage ---------------------------------------------------------------------
+class StageTrainer:
+    """The prune stage's ``StepTrainer``: counts the training steps pruners take and
+    validates once per epoch of steps, so the prune stage has curves like the others."""
+
+    def __init__(self, wb: Workbench, trainer: Trainer, stage: str = "prune") -> None:
+        self.wb, self.trainer, self.stage = wb, trainer, stage
         self.history: list[EpochRecord] = []
-        self._steps = 0
+        self.steps = 0  # steps that updated weights (a zero-lr gradient pass does not count)
+        self._logged = 0
         self._t0 = time.perf_counter()
 
     def __call__(self, model: nn.Module, steps: int, **kwargs: Any) -> None:
+        optimizer = kwargs.get("optimizer")
+        trains = optimizer is None or any(g.get("lr", 0) > 0 for g in optimizer.param_groups)
         per_epoch = self.wb.steps_per_epoch
         while steps > 0:
-            chunk = min(steps, per_epoch - self._steps % per_epoch)
-            self.wb.trainer(model, chunk, **kwargs)
+            chunk = min(steps, per_epoch - self._logged % per_epoch) if trains else steps
+            self.trainer(model, chunk, **kwargs)
             steps -= chunk
-            self._steps += chunk
-            if self._steps % per_epoch == 0:
-                val = self.wb.trainer.score(model)
+            if not trains:
+                continue
+            self.steps += chunk
+            self._logged += chunk
+            if self._logged % per_epoch == 0:
+                val = self.trainer.score(model)
                 values = [h.val_iou for h in self.history] + [val]
                 self.history.append(EpochRecord(
                     self.stage, len(self.history) + 1, float("nan"), val,
-                    ema(values, self.wb.cfg.train.ema_alpha)[-1], float("nan"), time.perf_counter() - self._t0,
+                    ema(values, self.wb.settings.train.ema_alpha)[-1], float("nan"), time.perf_counter() - self._t0,
                 ))
                 self._t0 = time.perf_counter()
                 model.train()
@@ -154,30 +186,74 @@ class Pruned:
     result: PruneResult
     history: list[EpochRecord]
     seconds: float
+    steps: int  # training steps the pruner took
 
 
-def prune(wb: Workbench, dense: nn.Module, plugin: str, options: dict[str, Any] | None = None) -> Pruned:
-    """Run one pruner plugin on a copy of the dense model."""
-    from toolkit.plugins import create_pruner
+def prune_stage(
+    wb: Workbench,
+    dense: nn.Module,
+    plugin: str,
+    options: dict[str, Any],
+    target: Target,
+    objective: Objective | None = None,
+) -> Pruned:
+    """Run one pruner plugin on a copy of the dense model at ``target``.
 
-    cfg = wb.cfg
-    pruner = create_pruner(plugin, **(options if options is not None else cfg.plugin_options))
-    model = copy.deepcopy(dense)
-    total_iters = max(1, cfg.epochs_prune * wb.steps_per_epoch)
-    logger = EpochLoggingTrainer(wb, "prune")
-    request = PruneRequest(
-        model=model, example_inputs=wb.example, sparsity=cfg.sparsity, train=logger,
-        evaluate=wb.trainer.score, ignored_layers=output_layers(model),
-        pruning_steps=cfg.pruning_steps, step_interval=max(1, total_iters // cfg.pruning_steps),
-    )
+    A cost target goes to pruners that handle it themselves; any other
+    structured pruner gets the sparsity that meets it, searched on copies of
+    the model; an unstructured one (dense kernels cut no cost) runs at a zero
+    fraction equal to the target's value and its row says what it reached.
+    """
+    from toolkit.plugins import get_registry
+
+    registered = get_registry().get(plugin)
+    spec = registered.spec
+    pruner = spec.create(options)
+    model = copy.deepcopy(dense).to(wb.device)
+    total_iters = max(1, wb.settings.epochs_prune * wb.steps_per_epoch)
+    logger = StageTrainer(wb, wb.trainer("prune", objective))
+    example = wb.example.to(wb.device)
+
+    def request(model: nn.Module, sparsity: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
+        return PruneRequest(
+            model=model, example_inputs=example, sparsity=sparsity, target=cost, train=train,
+            evaluate=train.trainer.score, ignored_layers=output_layers(model),
+            pruning_steps=wb.settings.pruning_steps, step_interval=max(1, total_iters // wb.settings.pruning_steps),
+            seed=wb.seed,
+        )
+
     t0 = time.perf_counter()
-    result = check_result(request, pruner.prune(request))
-    return Pruned(result, logger.history, time.perf_counter() - t0)
+    if target.is_cost and spec.kind == "structured" and not spec.cost_targets:
+        trials = StageTrainer(wb, wb.trainer("search", objective))  # trials' training stays out of the curves
+        sparsity, search = _search_black_box(pruner, model, example, target, lambda m, s: request(m, s, None, trials))
+        result = check_result(pruner.prune(request(model, sparsity, None)))
+        result.meta = {**result.meta, "search": search}
+    else:
+        cost = target if (target.is_cost and spec.cost_targets) else None
+        result = check_result(pruner.prune(request(model, target.value, cost)))
+    return Pruned(result, logger.history, time.perf_counter() - t0, logger.steps)
 
 
-# -- stage 3: fine-tune -------------------------------------------------------------
-def finetune(wb: Workbench, pruned: PruneResult, out_dir: Path | None) -> tuple[list[EpochRecord], float]:
-    """Fine-tune the pruned model; unstructured masks are kept so the zeros stay zero."""
+def _search_black_box(pruner: Any, model: nn.Module, example: torch.Tensor, target: Target,
+                      make_request: Callable[[nn.Module, float], PruneRequest]) -> tuple[float, dict[str, Any]]:
+    """The sparsity at which a structured pruner that knows nothing of costs meets a cost target."""
+    from toolkit.pruning.targets import find_rate
+    from toolkit.results.measure import cost_of
+
+    before = cost_of(target.kind, model, example)
+
+    def reduction_at(sparsity: float) -> float:
+        trial = copy.deepcopy(model)
+        pruned = check_result(pruner.prune(make_request(trial, sparsity))).model
+        return reduction(before, cost_of(target.kind, pruned, example))
+
+    rate, reached, trials = find_rate(reduction_at, target.value, max_trials=8)
+    return rate, {"target": str(target), "rate": rate, "reached": reached, "trials": trials}
+
+
+# -- the fine-tune stage ---------------------------------------------------------------------
+def finetune_stage(trainer: Trainer, pruned: PruneResult, steps: int, out_dir: Path | None) -> tuple[list[EpochRecord], float]:
+    """Fine-tune for ``steps`` steps; unstructured masks are kept so the zeros stay zero."""
     t0 = time.perf_counter()
     keeper = None
     if pruned.masks:
@@ -185,105 +261,102 @@ def finetune(wb: Workbench, pruned: PruneResult, out_dir: Path | None) -> tuple[
 
         keeper = keep_masks(pruned.model, pruned.masks)
     try:
-        history = wb.trainer.fit(pruned.model, wb.cfg.epochs_finetune, "finetune", out_dir)
+        history = trainer.fit(pruned.model, stage="finetune", out_dir=out_dir, steps=steps)
     finally:
         if keeper is not None:
             keeper.remove()
     return history, time.perf_counter() - t0
 
 
-# -- measurements ---------------------------------------------------------------------
-def describe(model: nn.Module, wb: Workbench, ignored: list[nn.Module] | None = None) -> dict[str, Any]:
-    """Size, cost, speed and accuracy of one model, as plain numbers."""
-    cfg = wb.cfg
-    side = cfg.latency_size or cfg.image_size
+def reinitialise(model: nn.Module, seed: int) -> None:
+    """Fresh weights for a baseline trained from scratch (every layer's own ``reset_parameters``)."""
+    seed_everything(derive(seed, "reinit"))
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+            m.reset_parameters()
+
+
+# -- measurements -----------------------------------------------------------------------------
+def describe(model: nn.Module, wb: Workbench) -> dict[str, Any]:
+    """Size, cost, speed and accuracy of one model, as plain numbers.
+
+    Latency is measured on the CPU always (the edge devices this is for) and,
+    when the run's device is a GPU, on it too; each is labelled with the
+    device's name.
+    """
+    settings = wb.settings
+    side = settings.latency_size or settings.image_size
     x = torch.randn(1, 3, side, side)
-    lat = measure_latency(model, x, runs=cfg.latency_runs, threads=cfg.latency_threads)
-    test = wb.trainer.evaluate(model, torch.utils.data.DataLoader(wb.splits.test, batch_size=cfg.train.batch_size))
-    return {
+    on_cpu = copy.deepcopy(model).cpu()
+    cpu = measure_latency(on_cpu, x, runs=settings.latency_runs, threads=settings.latency_threads)
+    stats: dict[str, Any] = {
         "params": count_parameters(model),
-        "flops": count_flops(model, wb.example),
-        "sparsity": sparsity(model, output_layers(model) if ignored is None else ignored),
-        "file_bytes": state_dict_bytes(model),
-        "zip_bytes": compressed_bytes(model),
-        "latency_ms": lat.median_ms,
-        "latency_threads": lat.threads,
-        "latency_input": "x".join(map(str, lat.input_shape)),
-        "test_iou": test.mean,
-        "test_iou_per_class": test.per_class,
+        "flops": count_flops(on_cpu, wb.example),
+        "zero_fraction": sparsity(model, output_layers(model)),
+        "file_bytes": state_dict_bytes(on_cpu),
+        "zip_bytes": compressed_bytes(on_cpu),
+        "latency_ms": cpu.median_ms,
+        "latency_device": f"{device_name(torch.device('cpu'))}, {cpu.threads} thread(s)",
+        "latency_input": "x".join(map(str, cpu.input_shape)),
     }
+    del on_cpu
+    if wb.device.type != "cpu":
+        gpu = measure_latency(model.to(wb.device), x, runs=settings.latency_runs)
+        stats.update(latency_gpu_ms=gpu.median_ms, latency_gpu_device=device_name(wb.device))
+    test = wb.trainer("test").evaluate(model, wb.test_loader())
+    stats.update(test_iou=test.mean, test_iou_per_class=test.per_class)
+    return stats
+
+
+MEASURED = ("params", "flops", "file_bytes", "zip_bytes", "latency_ms", "latency_gpu_ms", "test_iou", "zero_fraction")
 
 
 def compare_rows(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any]:
     """Before/after columns and the reductions people report."""
     row: dict[str, Any] = {}
-    for key in ("params", "flops", "file_bytes", "zip_bytes", "latency_ms", "test_iou", "sparsity"):
-        row[f"{key}_dense"] = dense[key]
-        row[f"{key}_pruned"] = pruned[key]
+    for key in MEASURED:
+        if key in pruned:
+            row[f"{key}_dense"] = dense.get(key)
+            row[f"{key}_pruned"] = pruned[key]
     row["params_reduction"] = reduction(dense["params"], pruned["params"])
     row["flops_reduction"] = reduction(dense["flops"], pruned["flops"])
     row["latency_speedup"] = dense["latency_ms"] / pruned["latency_ms"] if pruned["latency_ms"] else math.nan
+    if pruned.get("latency_gpu_ms") and dense.get("latency_gpu_ms"):
+        row["latency_gpu_speedup"] = dense["latency_gpu_ms"] / pruned["latency_gpu_ms"]
+        row["latency_gpu_device"] = pruned["latency_gpu_device"]
     row["test_iou_change"] = pruned["test_iou"] - dense["test_iou"]
     row["test_iou_per_class_dense"] = dense["test_iou_per_class"]
     row["test_iou_per_class_pruned"] = pruned["test_iou_per_class"]
-    row["latency_threads"] = pruned["latency_threads"]
+    row["latency_device"] = pruned["latency_device"]
     row["latency_input"] = pruned["latency_input"]
     return row
 
 
-def save_pruned(result: PruneResult, wb: Workbench, out_dir: Path) -> Path:
-    """Save the pruned model so it loads back without this code path."""
-    if result.kind == "structured":
-        from toolkit.pruning.serialize import save_pruned as save_structured
-
-        path = out_dir / "pruned.pt"  # recipe + layer widths + weights: loads with weights_only
-        return save_structured(result.model, path, recipe(wb.cfg, wb.splits.num_classes), meta={"backend": result.backend})
-    path = out_dir / "pruned.pt"  # same keys as dense: the zeros are real weights
-    atomic_save({"recipe": recipe(wb.cfg, wb.splits.num_classes), "model": result.model.state_dict()}, path)
-    return path
-
-
-def achieved_sparsity(result: PruneResult, stats: dict[str, Any]) -> float:
-    """Structured: channels removed (the pruner measured them). Unstructured: the zeros
-    still there after fine-tuning, measured on the final weights."""
-    return float(result.sparsity) if result.kind == "structured" else float(stats["sparsity"])
+def reached(target: Target, row: dict[str, Any]) -> float:
+    """What the measured model reached, in the target's own kind."""
+    if target.kind == "rate":
+        return float(row["channel_rate"])
+    if target.kind == "sparsity":
+        return float(row["zero_fraction_pruned"])
+    if target.kind == "latency":
+        gpu = row.get("latency_gpu_ms_pruned")
+        if gpu is not None and row.get("latency_gpu_ms_dense"):
+            return reduction(row["latency_gpu_ms_dense"], gpu)
+        return reduction(row["latency_ms_dense"], row["latency_ms_pruned"])
+    return float(row[f"{target.kind}_reduction"])
 
 
-def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
-
-
-def run_prune_pipeline(cfg: RunConfig, out_dir: Path, dense: Dense | None = None, wb: Workbench | None = None) -> dict[str, Any]:
-    """train (or load) -> prune -> fine-tune -> measure; writes ``result.json``."""
-    from toolkit.config import write_config
-    from toolkit.results.plots import plot_curves
-
-    if not cfg.plugin:
-        raise UsageError("no pruner given: pass --plugin NAME (see 'toolkit plugins')")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.checkpoint and dense is None:
-        r = read_recipe(cfg.checkpoint)
-        cfg.arch, cfg.encoder = r["arch"], r["encoder"]  # the checkpoint says what model it is
-    write_config(cfg, out_dir / "config.toml")
-    wb = wb or build_workbench(cfg)
-    dense = dense or train_dense(wb, out_dir)
-    dense_stats = describe(dense.model, wb)
-    pruned = prune(wb, dense.model, cfg.plugin)
-    write_history(pruned.history, out_dir / "prune_metrics.csv")
-    ft_history, ft_seconds = finetune(wb, pruned.result, out_dir)
-    pruned_stats = describe(pruned.result.model, wb)
-    save_pruned(pruned.result, wb, out_dir)
-    result = {
-        "arch": cfg.arch, "encoder": cfg.encoder, "dataset": cfg.data, "plugin": cfg.plugin,
-        "kind": pruned.result.kind, "backend": pruned.result.backend,
-        "target_sparsity": cfg.sparsity, "achieved_sparsity": achieved_sparsity(pruned.result, pruned_stats),
-        "sparsity_of": "output channels" if pruned.result.kind == "structured" else "prunable weights",
-        **compare_rows(dense_stats, pruned_stats),
-        "time_train_s": dense.seconds, "time_prune_s": pruned.seconds, "time_finetune_s": ft_seconds,
-        "prune_history": pruned.result.history, "meta": pruned.result.meta,
-    }
-    write_json(result, out_dir / "result.json")
-    plot_curves(dense.history + pruned.history + ft_history, out_dir / "curves.png", title=f"{cfg.arch} / {cfg.plugin} @ {cfg.sparsity:.0%}")
-    return result
+def save_examples(model: nn.Module, wb: Workbench, n: int, path: Path) -> None:
+    """A few test images, their ground truth and this model's prediction, for the report."""
+    if n <= 0 or not len(wb.splits.test):
+        return
+    items = [wb.splits.test[i] for i in range(min(n, len(wb.splits.test)))]
+    x = torch.stack([i[0] for i in items])
+    model.eval()
+    with torch.no_grad():
+        pred = model.to(wb.device)(x.to(wb.device)).argmax(1).cpu()
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    image = ((x - lo) / (hi - lo).clamp(min=1e-6) * 255).permute(0, 2, 3, 1).to(torch.uint8)
+    np.savez_compressed(path, image=image.numpy(), truth=torch.stack([i[1] for i in items]).numpy().astype(np.uint8),
+                        pred=pred.numpy().astype(np.uint8))

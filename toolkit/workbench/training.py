@@ -10,12 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -25,7 +24,9 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from toolkit.errors import UsageError
+from toolkit.workbench.device import autocast, grad_scaler
 from toolkit.workbench.metrics import IoU, IoUMeter
+from toolkit.workbench.seeding import derive, seed_worker
 
 
 @dataclass
@@ -43,15 +44,9 @@ class TrainConfig:
     include_background: bool = False  # in the mean IoU
     max_steps_per_epoch: int | None = None  # cap for quick runs
     sampling: str = "shuffle"  # or "balanced": every stratum (class folder) drawn equally often
-    workers: int = 0
-    seed: int = 0
+    workers: int = 0  # DataLoader worker processes
+    pin_memory: bool = False  # page-locked batches, faster copies to a GPU
     progress: bool = True
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
@@ -116,47 +111,126 @@ def run_steps(
     loss_of: Callable[[nn.Module], torch.Tensor],
     after_backward: Callable[[nn.Module], None] | None = None,
     after_step: Callable[[nn.Module, int], None] | None = None,
-) -> None:
-    """The StepTrainer loop: where the two callbacks fall relative to backward and step
-    (``toolkit.contract.StepTrainer``), for any loss."""
+    scaler: "torch.amp.GradScaler | None" = None,
+    scheduler: "torch.optim.lr_scheduler.LRScheduler | None" = None,
+) -> list[float]:
+    """The one training loop: where the callbacks fall relative to backward and step
+    (``toolkit.contract.StepTrainer``), for any loss. Returns the losses.
+
+    With a ``GradScaler`` the gradients are unscaled before ``after_backward``
+    so criteria see true gradients."""
     model.train()
+    losses: list[float] = []
     for i in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        loss_of(model).backward()
+        loss = loss_of(model)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if after_backward:
             after_backward(model)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(float(loss.detach()))
         if after_step:
             after_step(model, i)
+    return losses
+
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Trainer:
-    """Owns the data loaders, loss and optimiser settings of one run."""
+    """Owns the data loaders, loss, optimiser settings, device and seed of one stage.
 
-    def __init__(self, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: TrainConfig) -> None:
+    Randomness is derived from ``seed`` alone: epoch ``e`` of stage ``s``
+    draws its batches and augmentation from ``derive(seed, s, e)``, so a
+    resumed stage repeats exactly what an uninterrupted one would have done.
+    ``objective(model, x, y)`` is the loss of one batch; by default the task
+    loss, and distillation swaps in its own (``with_objective``).
+    """
+
+    def __init__(
+        self,
+        train_set: Dataset,
+        val_set: Dataset,
+        num_classes: int,
+        cfg: TrainConfig,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        precision: str = "32",
+        objective: Objective | None = None,
+    ) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
+        self.seed = seed
+        self.device = torch.device(device)
+        self.precision = precision
         self.loss_fn = make_loss(cfg)
-        g = torch.Generator().manual_seed(cfg.seed)
-        sampler = balanced_sampler(train_set, g) if cfg.sampling == "balanced" else None
+        self.objective: Objective = objective or (lambda model, x, y: self.loss_fn(model(x), y))
+        self.train_set, self.val_set = train_set, val_set
+        self._generator = torch.Generator()
+        sampler = balanced_sampler(train_set, self._generator) if cfg.sampling == "balanced" else None
+        pin = cfg.pin_memory and self.device.type == "cuda"
         self.train_loader = DataLoader(
-            train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
-            drop_last=len(train_set) > cfg.batch_size, num_workers=cfg.workers,
+            train_set, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler, generator=self._generator,
+            drop_last=len(train_set) > cfg.batch_size, num_workers=cfg.workers, pin_memory=pin,
+            worker_init_fn=seed_worker, persistent_workers=False,
         )
-        self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
-        self._batches: Iterator | None = None
-        self._optimizer: tuple[nn.Module, tuple, torch.optim.Optimizer] | None = None
+        self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
+                                     pin_memory=pin)
+        self._stream: Iterator | None = None
+        self._stream_epoch = 0
+        self._optimizer: tuple[nn.Module, tuple, torch.optim.Optimizer, Any] | None = None
+
+    def with_objective(self, objective: Objective) -> "Trainer":
+        """The same data and settings with another loss (e.g. distillation from a teacher)."""
+        return Trainer(self.train_set, self.val_set, self.num_classes, self.cfg, seed=self.seed, device=self.device,
+                       precision=self.precision, objective=objective)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.train_loader)
+        cap = self.cfg.max_steps_per_epoch
+        return max(1, min(n, cap) if cap else n)
+
+    # -- data ------------------------------------------------------------------------
+    def _epoch_batches(self, stage: str, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch, drawn from the epoch's own seed."""
+        seed = derive(self.seed, stage, epoch)
+        self._generator.manual_seed(seed)
+        torch.manual_seed(seed)  # augmentation and dropout in this process
+        return iter(self.train_loader)
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A continuing stream for step-wise training (gradual pruners), reshuffled every pass."""
+        if self._stream is None:
+            self._stream = self._epoch_batches("steps", self._stream_epoch)
+        try:
+            return next(self._stream)
+        except StopIteration:
+            self._stream_epoch += 1
+            self._stream = self._epoch_batches("steps", self._stream_epoch)
+            return next(self._stream)
+
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        non_blocking = self.device.type == "cuda"
+        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+    def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = self._to_device(x, y)
+        with autocast(self.device, self.precision):
+            return self.objective(model, x, y)
 
     # -- one step at a time (the StepTrainer protocol) -------------------------
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._batches is None:
-            self._batches = iter(self.train_loader)
-        try:
-            return next(self._batches)
-        except StopIteration:
-            self._batches = iter(self.train_loader)
-            return next(self._batches)
-
     def __call__(
         self,
         model: nn.Module,
@@ -166,40 +240,36 @@ class Trainer:
         after_backward: Callable[[nn.Module], None] | None = None,
         after_step: Callable[[nn.Module, int], None] | None = None,
     ) -> None:
-        def loss_of(m: nn.Module) -> torch.Tensor:
-            x, y = self._next_batch()
-            return self.loss_fn(m(x), y)
+        model.to(self.device)
+        scheduler = None
+        if optimizer is None:
+            optimizer, scheduler = self._optimizer_for(model)
+        run_steps(model, optimizer, steps, lambda m: self.batch_loss(m, *self._next_batch()), after_backward,
+                  after_step, scaler=grad_scaler(self.device, self.precision), scheduler=scheduler)
 
-        run_steps(model, optimizer or self._optimizer_for(model), steps, loss_of, after_backward, after_step)
-
-    def _optimizer_for(self, model: nn.Module) -> torch.optim.Optimizer:
-        """One optimiser across calls on the same parameters, so a gradual pruner
-        calling us step by step keeps SGD's momentum; a new one once channel
-        surgery has replaced the parameters."""
+    def _optimizer_for(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        """One optimiser and schedule across calls on the same parameters, so a gradual
+        pruner calling us step by step keeps SGD's momentum and the cyclical learning
+        rate goes on; a new pair once channel surgery has replaced the parameters."""
         key = tuple((id(p), p.shape) for p in model.parameters())
         if self._optimizer is None or self._optimizer[0] is not model or self._optimizer[1] != key:
-            self._optimizer = (model, key, make_optimizer(model, self.cfg))
-        return self._optimizer[2]
-
-    def train_step(
-        self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-        after_backward: Callable[[nn.Module], None] | None = None,
-    ) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(model(x), y)
-        loss.backward()
-        if after_backward:
-            after_backward(model)
-        optimizer.step()
-        return float(loss.detach())
+            optimizer = make_optimizer(model, self.cfg)
+            self._optimizer = (model, key, optimizer, make_scheduler(optimizer, self.cfg))
+        return self._optimizer[2], self._optimizer[3]
 
     # -- evaluation --------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader | None = None) -> IoU:
+        was_training = model.training
         model.eval()
+        model.to(self.device)
         meter = IoUMeter(self.num_classes, self.cfg.include_background)
         for x, y in loader or self.val_loader:
-            meter.update(model(x), y)
+            x, y = self._to_device(x, y)
+            with autocast(self.device, self.precision):
+                logits = model(x)
+            meter.update(logits.float(), y)
+        model.train(was_training)
         return meter.compute()
 
     def score(self, model: nn.Module) -> float:
@@ -210,48 +280,58 @@ class Trainer:
     def fit(
         self,
         model: nn.Module,
-        epochs: int,
-        stage: str,
+        epochs: int = 0,
+        stage: str = "train",
         out_dir: Path | None = None,
         after_step: Callable[[nn.Module, int], None] | None = None,
         optimizer: torch.optim.Optimizer | None = None,
+        *,
+        steps: int | None = None,
     ) -> list[EpochRecord]:
-        """Train ``epochs`` epochs, validating after each; resumable from ``out_dir``.
+        """Train ``epochs`` epochs (or ``steps`` steps, the last epoch shorter), validating
+        after each; resumable from ``out_dir``.
 
         Writes ``{stage}_last.pt`` (model, optimiser, scheduler, history) every
         epoch and ``{stage}_best.pt`` when validation IoU improves, so an
-        interrupted stage restarts from its last finished epoch.
+        interrupted stage restarts from its last finished epoch and, since each
+        epoch draws from its own seed, ends exactly as an uninterrupted one.
         """
         cfg = self.cfg
+        model.to(self.device)
         optimizer = optimizer or make_optimizer(model, cfg)
         scheduler = make_scheduler(optimizer, cfg)
+        scaler = grad_scaler(self.device, self.precision)
         history: list[EpochRecord] = []
         best = -math.inf
         start = 0
         last_path = out_dir / f"{stage}_last.pt" if out_dir else None
         if last_path and last_path.exists():
-            state = torch.load(last_path, weights_only=True)
+            state = torch.load(last_path, map_location=self.device, weights_only=True)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             history = [EpochRecord(**h) for h in json.loads(state["history"])]
             best, start = state["best"], state["epoch"]
-            torch.set_rng_state(state["rng"])
-        steps_per_epoch = len(self.train_loader)
-        if cfg.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        per_epoch = self.steps_per_epoch
+        if steps is not None:
+            epochs = math.ceil(steps / per_epoch)
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
-            model.train()
-            losses = []
-            bar = tqdm(range(steps_per_epoch), desc=f"{stage} {epoch + 1}/{epochs}", leave=False, disable=not cfg.progress)
-            for i in bar:
-                x, y = self._next_batch()
-                losses.append(self.train_step(model, optimizer, x, y))
-                scheduler.step()
+            steps_per_epoch = per_epoch if steps is None else min(per_epoch, steps - epoch * per_epoch)
+            batches = self._epoch_batches(stage, epoch)
+            bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{epochs}", leave=False, disable=not cfg.progress)
+
+            def one_batch(m: nn.Module) -> torch.Tensor:
+                return self.batch_loss(m, *next(batches))
+
+            def step_done(m: nn.Module, i: int) -> None:
+                bar.update()
                 if after_step:
-                    after_step(model, i)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                    after_step(m, i)
+
+            losses = run_steps(model, optimizer, steps_per_epoch, one_batch, after_step=step_done, scaler=scaler,
+                               scheduler=scheduler)
+            bar.close()
             val = self.evaluate(model).mean
             previous = [h.val_iou for h in history] + [val]
             record = EpochRecord(
@@ -268,7 +348,7 @@ class Trainer:
                     {
                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "best": best,
-                        "history": json.dumps([asdict(h) for h in history]), "rng": torch.get_rng_state(),
+                        "history": json.dumps([asdict(h) for h in history]),
                     },
                     last_path,
                 )

@@ -1,0 +1,253 @@
+"""The structured pruning algorithm: any channel importance, the toolkit's graph surgery.
+
+Every structured pruner registered through ``register_importances`` (the
+built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
+``ImportancePruner`` around its criterion, with the same options:
+
+* ``global_pruning`` (False): rank channels across layers instead of removing
+  the same fraction from each (see "pruning rate" in ``toolkit.pruning.surgery``);
+* ``round_to`` (none): keep channel counts multiples of this (8, 16);
+* ``keep_residual`` (False): leave summed (residual) channels unpruned and
+  prune only inside blocks, as the FPGM paper does for ResNets;
+* ``iterative`` (False): prune ``request.pruning_steps`` increments, each
+  followed by ``request.step_interval`` fine-tune steps and an evaluation
+  (the steel-plate study's schedule, with short recoveries between steps).
+  It stops early when the score falls below the floor and returns the last
+  model that met it;
+* ``min_score`` / ``max_drop`` (none): the floor, as an absolute score or as
+  the largest fall below the score before pruning (0.02 = two IoU points);
+* ``taylor_steps`` (8): backward passes that feed a gradient criterion
+  before each prune.
+
+Cost targets (``flops=0.5``, ``params=0.5``, ``latency=0.5``) are met by
+searching the rate on copies of the model (``toolkit.pruning.targets.find_rate``)
+before pruning the real one. ``prune_channels`` is the same machinery as one
+call, for scripts and plugins.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
+from toolkit.errors import PruningError, UsageError
+from toolkit.pruning.surgery import ChannelSurgery, channel_sparsity
+from toolkit.pruning.targets import Target, find_rate
+from toolkit.results.measure import cost_of, count_flops, count_parameters, reduction
+
+STRUCTURED_OPTIONS: tuple[Option, ...] = (
+    Option("global_pruning", bool, False, "rank channels across layers instead of the same rate in each"),
+    Option("round_to", int, None, "keep channel counts multiples of this (e.g. 8)"),
+    Option("keep_residual", bool, False, "leave summed (residual) channels whole, prune inside blocks"),
+    Option("iterative", bool, False, "prune in pruning_steps increments with fine-tuning between them"),
+    Option("min_score", float, None, "iterative: stop when the validation score falls below this"),
+    Option("max_drop", float, None, "iterative: stop when it falls this far below the unpruned score"),
+)
+GRADIENT_OPTIONS: tuple[Option, ...] = (
+    Option("taylor_steps", int, 8, "backward passes that feed the criterion before each prune"),
+)
+
+
+def _feed_gradients(importance: Any, train: Callable[..., None], model: nn.Module, steps: int) -> None:
+    """Backward passes with a zero learning rate: gradients for the scores, weights unchanged."""
+    importance.reset()
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)
+    train(model, steps, optimizer=frozen, after_backward=importance.accumulate)
+    model.zero_grad(set_to_none=True)
+
+
+def rate_for_target(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    target: Target,
+    importance: tp.importance.Importance,
+    **surgery: Any,
+) -> tuple[float, float, list[tuple[float, float]]]:
+    """The channel rate that removes ``target.value`` of the target's cost, found on copies.
+
+    The importance is copied together with the model, so criteria that hold
+    per-layer state (Taylor sums keyed by layer) stay attached to the copy.
+    """
+    before = cost_of(target.kind, model, example_inputs)
+
+    def reduction_at(rate: float) -> float:
+        trial, imp = copy.deepcopy((model, importance))
+        ChannelSurgery(trial, example_inputs, rate, imp, **surgery).step()
+        return reduction(before, cost_of(target.kind, trial, example_inputs))
+
+    return find_rate(reduction_at, target.value)
+
+
+@dataclass
+class ImportancePruner:
+    """Prunes output channels by one criterion, in one shot or iteratively with fine-tuning."""
+
+    spec: ImportanceSpec
+    importance_options: dict[str, Any] = field(default_factory=dict)
+    global_pruning: bool = False
+    round_to: int | None = None
+    keep_residual: bool = False
+    iterative: bool = False
+    min_score: float | None = None
+    max_drop: float | None = None
+    taylor_steps: int = 8
+
+    def prune(self, request: PruneRequest) -> PruneResult:
+        model, x = request.model, request.example_inputs
+        self._check(request)
+        importance = self.spec.factory(seed=request.seed, **self.importance_options)
+        surgery_options = dict(ignored_layers=list(request.ignored_layers), global_pruning=self.global_pruning,
+                               round_to=self.round_to, keep_residual=self.keep_residual)
+        rate, search = request.sparsity, None
+        if request.target is not None and request.target.is_cost:
+            if self.spec.needs_gradients:
+                _feed_gradients(importance, request.train, model, self.taylor_steps)
+            rate, reached, trials = rate_for_target(model, x, request.target, importance, **surgery_options)
+            search = {"target": str(request.target), "rate": rate, "reached": reached, "trials": trials}
+        steps = max(1, request.pruning_steps) if self.iterative else 1
+        params0, flops0 = count_parameters(model), count_flops(model, x)
+        surgery = ChannelSurgery(model, x, rate, importance, steps=steps, **surgery_options)
+        history: list[dict[str, Any]] = []
+        score0 = floor = None
+        if self.iterative and request.evaluate is not None:
+            score0 = float(request.evaluate(model))
+            floor = self._floor(score0)
+            if floor is not None and score0 < floor:
+                raise PruningError(
+                    f"the model scores {score0:.4g} before pruning, already below the floor {floor:.4g}: lower min_score"
+                )
+            history.append(_record(0, 0.0, 0.0, model, x, score0))
+        keep = copy.deepcopy(model) if floor is not None else None
+        stopped = "target"
+        for step in range(1, steps + 1):
+            if self.spec.needs_gradients:
+                _feed_gradients(importance, request.train, model, self.taylor_steps)
+            reached = surgery.step()
+            score = None
+            if self.iterative:
+                if request.train is not None:
+                    request.train(model, request.step_interval)
+                if request.evaluate is not None:
+                    score = float(request.evaluate(model))
+            history.append(_record(step, surgery.target_rate, reached, model, x, score))
+            if floor is not None and score is not None and score < floor:
+                stopped = "floor"
+                break
+            if keep is not None and step < steps:
+                keep = copy.deepcopy(model)
+        result_model = keep if stopped == "floor" else model
+        kept = history[-2] if stopped == "floor" else history[-1]
+        return PruneResult(
+            model=result_model,
+            kind="structured",
+            backend=self.spec.backend,
+            sparsity=channel_sparsity(surgery.before, result_model),
+            history=history,
+            meta={
+                "importance": self.spec.name,
+                "rate": rate,
+                "search": search,
+                "global_pruning": self.global_pruning,
+                "round_to": self.round_to,
+                "keep_residual": self.keep_residual,
+                "iterative": self.iterative,
+                "steps_planned": steps,
+                "steps_kept": kept["step"],
+                "stopped_by": stopped,
+                "score_before": score0,
+                "score_floor": floor,
+                "params_before": params0,
+                "params_after": kept["params"],
+                "flops_before": flops0,
+                "flops_after": kept["flops"],
+            },
+        )
+
+    def _check(self, request: PruneRequest) -> None:
+        if self.spec.needs_gradients and request.train is None:
+            raise PruningError(
+                f"{self.spec.name} needs training data for its gradients: give the request a trainer (request.train)"
+            )
+        if (self.min_score is not None or self.max_drop is not None) and not self.iterative:
+            raise UsageError("min_score / max_drop only apply with iterative=true")
+        if self.iterative and (self.min_score is not None or self.max_drop is not None) and request.evaluate is None:
+            raise PruningError("a score floor (min_score / max_drop) needs an evaluator: give the request evaluate=")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise UsageError(f"max_drop must be >= 0, got {self.max_drop}")
+        if self.round_to is not None and self.round_to < 1:
+            raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
+
+    def _floor(self, score0: float) -> float | None:
+        floors = [f for f in (self.min_score, None if self.max_drop is None else score0 - self.max_drop) if f is not None]
+        return max(floors) if floors else None
+
+
+def _record(step: int, rate: float, sparsity: float, model: nn.Module, x: torch.Tensor, score: float | None) -> dict[str, Any]:
+    return {"step": step, "rate": rate, "sparsity": sparsity, "params": count_parameters(model),
+            "flops": count_flops(model, x), "score": score}
+
+
+def importance_pruner_spec(spec: ImportanceSpec) -> PrunerSpec:
+    """The structured pruner the core builds around a registered importance."""
+    own = {o.name for o in spec.options}
+    machinery = tuple(o for o in (*STRUCTURED_OPTIONS, *(GRADIENT_OPTIONS if spec.needs_gradients else ())) if o.name not in own)
+    machinery_names = {o.name for o in machinery}
+
+    def factory(**options: Any) -> ImportancePruner:
+        mine = {k: v for k, v in options.items() if k in machinery_names}
+        theirs = {k: v for k, v in options.items() if k not in machinery_names}
+        return ImportancePruner(spec, theirs, **mine)
+
+    return PrunerSpec(name=spec.name, kind="structured", backend=spec.backend, description=spec.description,
+                      factory=factory, options=(*spec.options, *machinery), cost_targets=True)
+
+
+def prune_channels(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    rate: float | None = None,
+    importance: str | tp.importance.Importance = "fpgm",
+    *,
+    target: str | Target | None = None,
+    ignored_layers: Sequence[nn.Module] = (),
+    global_pruning: bool = False,
+    round_to: int | None = None,
+    keep_residual: bool = False,
+    seed: int = 0,
+) -> PruneResult:
+    """Remove output channels of every prunable layer, in place, in one shot.
+
+    ``importance`` is a registered criterion name (``fpgm``, ``l1``, ... or a
+    plugin's) or a Torch-Pruning ``Importance``. Give either ``rate`` (the
+    fraction of each layer's channels) or ``target`` (``"flops=0.5"``: the
+    rate is searched). The segmentation head and classifier are never pruned;
+    MA-Net and grouped convolutions work (see ``toolkit.pruning.surgery``).
+    A gradient criterion (taylor) must be given as an object already fed with
+    backward passes. Returns a ``PruneResult`` whose ``sparsity`` is the
+    measured channel rate.
+    """
+    if (rate is None) == (target is None):
+        raise UsageError("give exactly one of rate= or target=")
+    if isinstance(importance, str):
+        from toolkit.plugins import get_registry
+
+        spec = get_registry().importance(importance)
+        if spec.needs_gradients:
+            raise UsageError(f"{importance} needs gradients: build it, feed it backward passes, and pass the object")
+        importance = spec.factory(seed=seed)
+    chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
+    surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
+                           round_to=round_to, keep_residual=keep_residual)
+    search = None
+    if chosen.is_cost:
+        found, reached, trials = rate_for_target(model, example_inputs, chosen, importance, **surgery_options)
+        search = {"target": str(chosen), "rate": found, "reached": reached, "trials": trials}
+        chosen = Target("rate", found)
+    surgery = ChannelSurgery(model, example_inputs, chosen.value, importance, **surgery_options)
+    reached_rate = surgery.step()
+    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": chosen.value, "search": search})

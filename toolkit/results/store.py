@@ -1,0 +1,41 @@
+"""A run folder's rows on disk: one ``cells/<id>/result.json`` per cell (the source of
+truth) and ``results.jsonl`` with all of them, each written atomically."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from toolkit.errors import UsageError
+
+RESULTS = "results.jsonl"
+
+
+def finished(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """Rows of cells already done, from their per-cell files."""
+    rows = {}
+    for path in sorted((out_dir / "cells").glob("*/result.json")):
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # half-written by a crash: the cell runs again
+        if isinstance(row, dict) and "cell" in row and "status" in row:
+            rows[row["cell"]] = row
+    return rows
+
+
+def write_results(out_dir: Path, rows: dict[str, dict[str, Any]]) -> Path:
+    path = out_dir / RESULTS
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
+    tmp.replace(path)
+    return path
+
+
+def iter_rows(out_dir: Path) -> Iterator[dict[str, Any]]:
+    path = Path(out_dir) / RESULTS
+    if not path.exists():
+        raise UsageError(f"{out_dir} has no {RESULTS}: is it a 'toolkit compare' run folder?")
+    for line in path.read_text().splitlines():
+        if line.strip():
+            yield json.loads(line)

@@ -1,0 +1,136 @@
+"""One cell: prune a dense model, fine-tune it, measure it, save it. The one path every
+command and executor takes (``toolkit prune``, the local grid, the Ray grid).
+
+**Budget.** Every cell of a run trains the same number of steps: the prune
+stage's steps that a pruner does not use (a one-shot pruner uses none) go to
+fine-tuning, and a baseline trained from scratch (``narrow``) gets the dense
+training steps as well. ``budget_steps`` in the row is that total, so a table
+compares methods at equal training cost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.config import RunConfig, write_config
+from toolkit.pruning.surgery import channel_sparsity, prunable_layers
+from toolkit.pruning.targets import Target, met
+from toolkit.runner.stages import (
+    compare_rows, describe, finetune_stage, load_dense, open_workbench, prune_stage, reached, recipe, reinitialise,
+    save_examples, save_model, write_json,
+)
+from toolkit.workbench.training import write_history
+
+
+def _slug(text: str) -> str:
+    return text.replace("/", "_").replace(":", "_").replace("\\", "_").strip("._")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """What varies between the cells of a grid; everything else is the run's ``RunConfig``."""
+
+    arch: str
+    dataset: str
+    plugin: str
+    target: Target
+    seed: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"{self.arch}__{_slug(self.dataset)}__{self.plugin}__{self.target.slug}__s{self.seed}"
+
+    @property
+    def dense_id(self) -> str:
+        return f"{self.arch}__{_slug(self.dataset)}__s{self.seed}"
+
+    def as_row(self) -> dict[str, Any]:
+        """The cell's identity columns, named as in every results row."""
+        return {"cell": self.id, "arch": self.arch, "dataset": self.dataset, "plugin": self.plugin,
+                "target_kind": self.target.kind, "target": self.target.value, "seed": self.seed}
+
+
+def run_cell(
+    cell: Cell,
+    settings: RunConfig,
+    dense: dict[str, Any],
+    folder: Path,
+    *,
+    options: dict[str, Any] | None = None,
+    examples: int = 0,
+) -> dict[str, Any]:
+    """prune -> fine-tune -> measure -> save; returns the cell's measured columns (raises on failure).
+
+    ``dense`` is the dense stage's stats (``toolkit.runner.dense``): its
+    ``checkpoint`` is loaded, its measurements are the "before" of every column.
+    """
+    from toolkit.plugins import get_registry
+
+    options = dict(options or {})
+    wb = open_workbench(settings, cell.dataset, cell.seed)
+    spec = get_registry().get(cell.plugin).spec
+    target = cell.target.for_pruner(spec.kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_config({**cell.as_row(), "target_kind": target.kind, "plugin_options": options, "run": settings},
+                 folder / "config.toml")
+    dense_model = load_dense(dense["checkpoint"], wb.splits.num_classes).to(wb.device)
+    channels_before = {name: _out_channels(m) for name, m in prunable_layers(dense_model).items()}
+
+    pruned = prune_stage(wb, dense_model, cell.plugin, options, target)
+    del dense_model
+    write_history(pruned.history, folder / "prune_metrics.csv")
+    result = pruned.result
+    per_epoch = wb.steps_per_epoch
+    prune_budget = settings.epochs_prune * per_epoch
+    finetune_steps = settings.epochs_finetune * per_epoch + max(0, prune_budget - pruned.steps)
+    if result.from_scratch:
+        reinitialise(result.model, cell.seed)
+        finetune_steps += int(dense.get("steps_train", 0))
+    ft_history, ft_seconds = finetune_stage(wb.trainer("finetune"), result, finetune_steps, folder)
+
+    stats = describe(result.model, wb)
+    row: dict[str, Any] = {
+        "kind": result.kind,
+        "backend": result.backend,
+        "target_kind": target.kind,
+        "channel_rate": channel_sparsity(channels_before, result.model),
+        **compare_rows(dense, stats),
+        "pruner_claimed": float(result.sparsity),
+        "from_scratch": result.from_scratch,
+        "class_names": dense.get("class_names"),
+        "steps_train": int(dense.get("steps_train", 0)),
+        "steps_prune": pruned.steps,
+        "steps_finetune": finetune_steps,
+        "time_train_s": float(dense.get("time_train_s", 0.0)),
+        "time_prune_s": pruned.seconds,
+        "time_finetune_s": ft_seconds,
+        "device": str(wb.device),
+        "precision": settings.precision,
+        "curves": [h.__dict__ for h in pruned.history + ft_history],
+        "prune_history": result.history,
+        "meta": result.meta,
+    }
+    row["budget_steps"] = row["steps_train"] + row["steps_prune"] + row["steps_finetune"]
+    row["reached"] = reached(target, row)
+    row["target_met"] = met(target, row["reached"])
+
+    rebuild = recipe(cell.arch, settings.encoder, wb.splits.num_classes)
+    save_model(result.model, rebuild, folder / "pruned.pt", structured=result.kind == "structured",
+               meta={"backend": result.backend, "plugin": cell.plugin})
+    save_examples(result.model, wb, examples, folder / "examples.npz")
+    from toolkit.results.plots import plot_curves
+
+    plot_curves(list(dense.get("history") or []) + row["curves"], folder / "curves.png",
+                title=f"{cell.arch} / {cell.plugin} @ {target}")
+    return row
+
+
+def _out_channels(m: Any) -> int:
+    return m.out_features if hasattr(m, "out_features") else m.out_channels
+
+
+def write_row(row: dict[str, Any], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(row, folder / "result.json")
+
