@@ -37,7 +37,7 @@ from torch import nn
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
 from toolkit.pruning.surgery import ChannelSurgery, channel_sparsity
-from toolkit.pruning.targets import Target, find_rate
+from toolkit.pruning.targets import Target, find_rate, met
 from toolkit.results.measure import cost_of, count_flops, count_parameters, reduction
 
 STRUCTURED_OPTIONS: tuple[Option, ...] = (
@@ -61,26 +61,57 @@ def _feed_gradients(importance: Any, train: Callable[..., None], model: nn.Modul
     model.zero_grad(set_to_none=True)
 
 
+@dataclass
+class RatePlan:
+    """How to meet a cost target: a rate for every layer, and exceptions by layer name."""
+
+    rate: float
+    rate_dict: dict[str, float] | None
+    reached: float
+    trials: list[tuple[float, float]]
+
+    def describe(self, target: Target) -> dict[str, Any]:
+        return {"target": str(target), "rate": self.rate, "reached": self.reached, "trials": self.trials,
+                "held_layers": sorted(self.rate_dict or {})}
+
+
 def rate_for_target(
     model: nn.Module,
     example_inputs: torch.Tensor,
     target: Target,
     importance: tp.importance.Importance,
     **surgery: Any,
-) -> tuple[float, float, list[tuple[float, float]]]:
+) -> RatePlan:
     """The channel rate that removes ``target.value`` of the target's cost, found on copies.
 
-    The importance is copied together with the model, so criteria that hold
-    per-layer state (Taylor sums keyed by layer) stay attached to the copy.
+    Where channels come in groups (GroupNorm, grouped convs) the uniform rate
+    makes the cost jump (FPN's 4-channel GroupNorm groups lose a quarter at
+    once), so when the first search straddles a jump, those layers are held
+    just below it and the rate of the others is searched again. The importance
+    is copied together with the model, so criteria that hold per-layer state
+    (Taylor sums keyed by layer) stay attached to the copy.
     """
     before = cost_of(target.kind, model, example_inputs)
 
-    def reduction_at(rate: float) -> float:
+    def reduction_at(rate: float, held: dict[str, float] | None = None) -> float:
         trial, imp = copy.deepcopy((model, importance))
-        ChannelSurgery(trial, example_inputs, rate, imp, **surgery).step()
+        ChannelSurgery(trial, example_inputs, rate, imp, rate_dict=held, **surgery).step()
         return reduction(before, cost_of(target.kind, trial, example_inputs))
 
-    return find_rate(reduction_at, target.value)
+    rate, reached, trials = find_rate(reduction_at, target.value)
+    plan = RatePlan(rate, None, reached, trials)
+    below = [t for t in trials if t[1] < target.value]
+    if met(target, reached) or surgery.get("global_pruning") or not below:
+        return plan
+    lo = max(below)
+    probe = ChannelSurgery(copy.deepcopy(model), example_inputs, lo[0], copy.deepcopy(importance), **surgery)
+    held = {name: lo[0] for name in probe.coarse_layers()}
+    if not held:
+        return plan
+    rate2, reached2, trials2 = find_rate(lambda r: reduction_at(r, held), target.value, known_below=lo)
+    if abs(reached2 - target.value) < abs(reached - target.value):
+        return RatePlan(rate2, held, reached2, trials + trials2)
+    return plan
 
 
 @dataclass
@@ -103,15 +134,15 @@ class ImportancePruner:
         importance = self.spec.factory(seed=request.seed, **self.importance_options)
         surgery_options = dict(ignored_layers=list(request.ignored_layers), global_pruning=self.global_pruning,
                                round_to=self.round_to, keep_residual=self.keep_residual)
-        rate, search = request.sparsity, None
+        rate, rate_dict, search = request.sparsity, None, None
         if request.target is not None and request.target.is_cost:
             if self.spec.needs_gradients:
                 _feed_gradients(importance, request.train, model, self.taylor_steps)
-            rate, reached, trials = rate_for_target(model, x, request.target, importance, **surgery_options)
-            search = {"target": str(request.target), "rate": rate, "reached": reached, "trials": trials}
+            plan = rate_for_target(model, x, request.target, importance, **surgery_options)
+            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(request.target)
         steps = max(1, request.pruning_steps) if self.iterative else 1
         params0, flops0 = count_parameters(model), count_flops(model, x)
-        surgery = ChannelSurgery(model, x, rate, importance, steps=steps, **surgery_options)
+        surgery = ChannelSurgery(model, x, rate, importance, steps=steps, rate_dict=rate_dict, **surgery_options)
         history: list[dict[str, Any]] = []
         score0 = floor = None
         if self.iterative and request.evaluate is not None:
@@ -243,11 +274,11 @@ def prune_channels(
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
                            round_to=round_to, keep_residual=keep_residual)
-    search = None
+    search, rate_dict = None, None
     if chosen.is_cost:
-        found, reached, trials = rate_for_target(model, example_inputs, chosen, importance, **surgery_options)
-        search = {"target": str(chosen), "rate": found, "reached": reached, "trials": trials}
-        chosen = Target("rate", found)
-    surgery = ChannelSurgery(model, example_inputs, chosen.value, importance, **surgery_options)
+        plan = rate_for_target(model, example_inputs, chosen, importance, **surgery_options)
+        search, rate_dict = plan.describe(chosen), plan.rate_dict
+        chosen = Target("rate", plan.rate)
+    surgery = ChannelSurgery(model, example_inputs, chosen.value, importance, rate_dict=rate_dict, **surgery_options)
     reached_rate = surgery.step()
     return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": chosen.value, "search": search})

@@ -177,6 +177,17 @@ def residual_layers(graph: tp.DependencyGraph, ignored: Sequence[nn.Module] = ()
 
 
 # -- the pruning itself --------------------------------------------------------------
+def _by_module(model: nn.Module, rates: Mapping[str, float] | None) -> dict[nn.Module, float] | None:
+    """Per-layer rates keyed by module name (names survive copying a model) -> by module."""
+    if not rates:
+        return None
+    modules = dict(model.named_modules())
+    missing = sorted(set(rates) - set(modules))
+    if missing:
+        raise PruningError(f"per-layer rates name layers the model does not have: {', '.join(missing[:5])}")
+    return {modules[name]: rate for name, rate in rates.items()}
+
+
 class ChannelSurgery:
     """One dependency graph of ``model``, pruned in ``steps`` equal increments up to ``rate``.
 
@@ -184,6 +195,9 @@ class ChannelSurgery:
     physically smaller. Between steps the caller may fine-tune the same model
     object (the graph holds references to its layers, not copies).
     ``keep_residual=True`` leaves summed channels alone (``residual_layers``).
+    ``rate_dict`` (layer name -> rate) gives the groups those layers root their
+    own rate (how a cost target is met exactly where channel groups make the
+    uniform rate jump, and how sensitivity-aware rates are applied).
     """
 
     def __init__(
@@ -198,7 +212,7 @@ class ChannelSurgery:
         round_to: int | None = None,
         steps: int = 1,
         keep_residual: bool = False,
-        rate_dict: Mapping[nn.Module, float] | None = None,
+        rate_dict: Mapping[str, float] | None = None,
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise PruningError(f"a structured pruning rate must lie in [0, 1), got {rate}")
@@ -224,7 +238,7 @@ class ChannelSurgery:
                     ignored_layers=self.ignored,
                     global_pruning=global_pruning,
                     round_to=round_to,
-                    pruning_ratio_dict=dict(rate_dict) if rate_dict else None,
+                    pruning_ratio_dict=_by_module(model, rate_dict),
                     forward_fn=forward_fn,
                 )
         finally:
@@ -240,6 +254,17 @@ class ChannelSurgery:
             name: _out_channels(m) for name, m in prunable_layers(model, self.ignored).items() if m in traced
         }
         self.done = 0
+
+    def coarse_layers(self) -> list[str]:
+        """Root layers of groups whose channels come in groups (GroupNorm, grouped convs): their
+        rate moves in steps of one channel per group, so a cost can jump as the rate crosses one."""
+        names = {m: n for n, m in self.model.named_modules()}
+        found = []
+        for group in self.pruner.DG.get_all_groups(ignored_layers=self.pruner.ignored_layers,
+                                                    root_module_types=self.pruner.root_module_types):
+            if self.pruner._get_channel_groups(group) > 1:
+                found.append(names[group[0].dep.target.module])
+        return found
 
     @property
     def target_rate(self) -> float:

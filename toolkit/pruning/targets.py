@@ -94,6 +94,7 @@ def find_rate(
     tolerance: float = TOLERANCE / 2,
     highest: float = 0.97,
     max_trials: int = 14,
+    known_below: tuple[float, float] | None = None,
 ) -> tuple[float, float, list[tuple[float, float]]]:
     """The channel rate whose cost reduction is ``goal``, by bracketed secant search.
 
@@ -101,15 +102,17 @@ def find_rate(
     of the cost it removed; it must rise with the rate (it does for FLOPs and
     parameters; latency is noisy). The first guess is ``1 - sqrt(1 - goal)``:
     removing a fraction r of a layer's inputs and outputs removes about
-    ``1 - (1 - r)**2`` of its work. Returns ``(rate, reached, trials)``; when
-    no rate is within ``tolerance`` the closest one tried.
+    ``1 - (1 - r)**2`` of its work. ``known_below`` is a (rate, reduction)
+    already measured below the goal, where the search starts. Returns
+    ``(rate, reached, trials)``; when no rate is within ``tolerance`` the
+    closest one tried.
     """
     if not 0.0 < goal < 1.0:
         raise UsageError(f"a cost target must lie in (0, 1), got {goal}")
     trials: list[tuple[float, float]] = []
-    lo, f_lo = 0.0, 0.0
+    lo, f_lo = known_below or (0.0, 0.0)
     hi, f_hi = highest, None
-    rate = min(highest, 1.0 - math.sqrt(1.0 - goal))
+    rate = max(min(highest, 1.0 - math.sqrt(1.0 - goal)), lo + 0.01)
     for _ in range(max_trials):
         reached = float(reduction_at(rate))
         trials.append((rate, reached))

@@ -111,7 +111,8 @@ def run_cell(
         "prune_history": result.history,
         "meta": result.meta,
     }
-    row["budget_steps"] = row["steps_train"] + row["steps_prune"] + row["steps_finetune"]
+    # what the final weights were trained for: a model re-initialised from scratch has not seen the dense training
+    row["budget_steps"] = (0 if result.from_scratch else row["steps_train"]) + row["steps_prune"] + row["steps_finetune"]
     row["reached"] = reached(target, row)
     row["target_met"] = met(target, row["reached"])
 

@@ -1,0 +1,54 @@
+"""Baselines every pruning table needs (Blalock et al. 2020; Liu et al. 2019).
+
+``random`` (a channel criterion) lives with the other criteria. ``narrow`` is
+the same architecture made narrower to the pruned shape and trained from
+scratch: it finds the per-layer widths a structured pruner would leave at the
+requested rate or cost, then the core re-initialises every weight and trains
+the model for the whole budget (dense training + prune + fine-tune steps), so
+it has exactly the training the pruned models had. If it matches them, the
+criterion bought nothing ("Rethinking the Value of Network Pruning").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from toolkit.contract import Option, PruneRequest, PruneResult, PrunerSpec
+from toolkit.hookspecs import hookimpl
+from toolkit.pruning.importances import RandomImportance
+from toolkit.pruning.structured import rate_for_target
+from toolkit.pruning.surgery import ChannelSurgery
+
+
+@dataclass
+class NarrowBaseline:
+    """The pruned shape at the request's rate or cost, for training from scratch."""
+
+    keep_residual: bool = False
+    round_to: int | None = None
+
+    def prune(self, request: PruneRequest) -> PruneResult:
+        options = dict(ignored_layers=list(request.ignored_layers), keep_residual=self.keep_residual,
+                       round_to=self.round_to)
+        importance = RandomImportance(seed=request.seed)  # which channels go does not matter: all weights restart
+        rate, rate_dict, search = request.sparsity, None, None
+        if request.target is not None and request.target.is_cost:
+            plan = rate_for_target(request.model, request.example_inputs, request.target, importance, **options)
+            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(request.target)
+        surgery = ChannelSurgery(request.model, request.example_inputs, rate, importance, rate_dict=rate_dict, **options)
+        reached_rate = surgery.step()
+        return PruneResult(request.model, "structured", "toolkit", reached_rate, from_scratch=True,
+                           meta={"rate": rate, "search": search, "baseline": "narrow: pruned shape, trained from scratch"})
+
+
+@hookimpl
+def register_pruners(register: Callable[[PrunerSpec], None]) -> None:
+    register(PrunerSpec(
+        "narrow", "structured", "toolkit",
+        "baseline: the architecture narrowed to the pruned shape, re-initialised and trained from scratch for the "
+        "whole budget (Liu et al. 2019)",
+        NarrowBaseline,
+        options=(Option("keep_residual", bool, False, "keep summed channels whole, as the pruned model would"),
+                 Option("round_to", int, None, "channel counts multiples of this")),
+        cost_targets=True,
+    ))
