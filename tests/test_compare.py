@@ -101,7 +101,7 @@ def test_grid_resumes_without_recomputing_or_losing_cells(tmp_path, monkeypatch)
     assert f"{100 * structured['flops_reduction']:.1f}" in line
     assert f"{structured['test_iou_pruned']:.4f}" in line
     per_class = report.read_text().split("Per-class test IoU")[1]
-    assert "| pruner | target | n | background | fair | poor | severe |" in per_class
+    assert "| method | target | n | background | fair | poor | severe |" in per_class
     row = next(l for l in per_class.splitlines() if l.startswith("| l1 | rate 60% | 1 |"))
     assert row.split(" | ")[4] == f"{structured['test_iou_per_class_pruned'][1]:.3f}", "fair IoU of that cell"
     tex = (tmp_path / "results.tex").read_text()
@@ -153,4 +153,27 @@ def test_sparsities_can_differ_per_pruner(tmp_path):
     assert grid.run.limit is None, "limit = 0 reads every image (TOML has no null)"
     config.write_text('[plugin_sparsities]\nagp = 0.5\n')
     with pytest.raises(Exception, match="plugin_sparsities.agp must be a list"):
+        load_grid(config)
+
+
+def test_variants_compare_one_pruner_with_other_options_in_one_grid(tmp_path):
+    config = tmp_path / "grid.toml"
+    config.write_text(
+        'archs = ["linknet"]\nplugins = ["l1", "l1-protected", "l1-distilled"]\nsparsities = [0.5]\n'
+        '[variants.l1-protected]\nplugin = "l1"\noptions = {protect = "first_conv"}\n'
+        '[variants.l1-distilled]\nplugin = "l1"\ndistill = {enabled = true, temperature = 2.0}\n'
+        '[run]\nencoder = "resnet18"\nimage_size = 64\nlimit = 16\nepochs_train = 1\nepochs_prune = 0\n'
+        'epochs_finetune = 1\nlatency_runs = 2\ndevice = "cpu"\n[run.train]\nbatch_size = 2\nmax_steps_per_epoch = 2\n'
+        'progress = false\n')
+    grid = load_grid(config, examples=0)
+    rows = {r["method"]: r for r in run_grid(grid, tmp_path / "out").values()}
+    assert set(rows) == {"l1", "l1-protected", "l1-distilled"}
+    assert all(r["plugin"] == "l1" and r["status"] == "ok" for r in rows.values()), rows
+    assert rows["l1-protected"]["meta"]["protected"] == ["encoder.conv1"]
+    assert rows["l1-distilled"]["distill"] and not rows["l1"]["distill"]
+    assert rows["l1-protected"]["options"] == {"protect": "first_conv"}
+    md = write_report(tmp_path / "out").parent.joinpath("results.md").read_text()
+    assert "| linknet | synthetic | l1-distilled |" in md
+    config.write_text('plugins = ["l1-x"]\n[variants.l1-x]\nplugin = "l1"\noptions = {protect = "tail"}\n')
+    with pytest.raises(Exception, match="cannot protect tail"):
         load_grid(config)

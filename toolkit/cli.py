@@ -98,6 +98,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-memory", action="store_true", default=None, help="page-locked batches for faster GPU copies")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--pruning-steps", type=int, help="n_p: pruning steps of gradual and iterative pruners (default 10)")
+    p.add_argument("--distill", action="store_true", default=None,
+                   help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -112,6 +114,8 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
         "deterministic", "threads", "pruning_steps",
     )}
     run.update(epochs or {})
+    if args.distill:
+        run["distill"] = {"enabled": True}
     return {**{k: v for k, v in run.items() if v is not None}, **({"train": train} if train else {})}
 
 

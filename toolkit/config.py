@@ -17,6 +17,7 @@ import tomli_w
 
 from toolkit.errors import UsageError
 from toolkit.workbench.device import check_precision, resolve_device
+from toolkit.workbench.distill import DistillConfig
 from toolkit.workbench.training import TrainConfig
 
 
@@ -47,6 +48,15 @@ class RunConfig:
     deterministic: bool = False  # torch's deterministic algorithms (GPU; slower)
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # training settings that differ in one stage, e.g. [run.finetune] lr_max = 0.005
+    prune: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def stage_train(self, stage: str) -> TrainConfig:
+        """The training settings of one stage: ``train`` with the stage's own overrides."""
+        overrides = {"prune": self.prune, "finetune": self.finetune}.get(stage) or {}
+        return update(dataclasses.replace(self.train), dict(overrides), f"[run.{stage}]")
 
     def validate(self) -> "RunConfig":
         if self.limit == 0:
@@ -68,6 +78,9 @@ class RunConfig:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
         if self.train.workers < 0:
             raise UsageError(f"workers must be >= 0, got {self.train.workers}")
+        for stage in ("prune", "finetune"):
+            self.stage_train(stage)  # unknown or mistyped keys fail here
+        self.distill.validate()
         check_precision(self.precision)
         resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
         return self
@@ -121,7 +134,7 @@ def update(obj: Any, values: dict[str, Any], where: str = "config") -> Any:
             if not isinstance(value, dict):
                 raise UsageError(f"{where}.{key}: expected a table")
             update(current, value, f"{where}.{key}")
-        elif name == "plugin_options":
+        elif name in ("plugin_options", "prune", "finetune") and isinstance(current, dict):
             if not isinstance(value, dict):
                 raise UsageError(f"{where}.{key}: expected a table")
             current.update(value)

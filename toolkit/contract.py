@@ -63,7 +63,9 @@ class PruneRequest:
     ``sparsity`` is the amount in the pruner's own measure (channel rate or
     zero fraction). ``target`` is set when the run asked for a cost
     (``flops=0.5``); only pruners whose spec says ``cost_targets=True`` see
-    one, the core handles it for the others.
+    one, the core handles it for the others. ``evaluate(model, limit=None)``
+    scores a model on the validation split (higher is better), or on
+    ``limit`` images spread evenly over it for quick checks.
     """
 
     model: nn.Module

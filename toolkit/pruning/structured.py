@@ -17,7 +17,13 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
 * ``min_score`` / ``max_drop`` (none): the floor, as an absolute score or as
   the largest fall below the score before pruning (0.02 = two IoU points);
 * ``taylor_steps`` (8): backward passes that feed a gradient criterion
-  before each prune.
+  before each prune;
+* ``protect`` (none): roles of layers kept whole, ``first_conv``, ``stem``,
+  ``head`` (``toolkit.pruning.protect``);
+* ``sensitivity`` (False): per-layer rates from a sensitivity scan
+  (``toolkit.pruning.sensitivity``) that meet the same target, sparing the
+  layers whose pruning costs validation IoU; ``sensitivity_rates`` and
+  ``sensitivity_images`` set the scan, ``max_rate`` caps any layer's rate.
 
 Cost targets (``flops=0.5``, ``params=0.5``, ``latency=0.5``) are met by
 searching the rate on copies of the model (``toolkit.pruning.targets.find_rate``)
@@ -36,7 +42,9 @@ from torch import nn
 
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
-from toolkit.pruning.surgery import ChannelSurgery, channel_sparsity
+from toolkit.pruning.protect import parse_roles, protected_layers
+from toolkit.pruning.sensitivity import scan, sensitive_rates
+from toolkit.pruning.surgery import ChannelSurgery, channel_sparsity, prunable_layers
 from toolkit.pruning.targets import Target, find_rate, met
 from toolkit.results.measure import cost_of, count_flops, count_parameters, reduction
 
@@ -47,6 +55,11 @@ STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("iterative", bool, False, "prune in pruning_steps increments with fine-tuning between them"),
     Option("min_score", float, None, "iterative: stop when the validation score falls below this"),
     Option("max_drop", float, None, "iterative: stop when it falls this far below the unpruned score"),
+    Option("protect", str, "", "layers kept whole by role: first_conv, stem, head (comma list)"),
+    Option("sensitivity", bool, False, "per-layer rates from a sensitivity scan, same total target"),
+    Option("sensitivity_rates", str, "0.25,0.5,0.75,0.9", "rates each group is scanned at"),
+    Option("sensitivity_images", int, 32, "validation images the scan scores on"),
+    Option("max_rate", float, None, "no layer loses more than this fraction (sensitivity, global_pruning)"),
 )
 GRADIENT_OPTIONS: tuple[Option, ...] = (
     Option("taylor_steps", int, 8, "backward passes that feed the criterion before each prune"),
@@ -127,19 +140,52 @@ class ImportancePruner:
     min_score: float | None = None
     max_drop: float | None = None
     taylor_steps: int = 8
+    protect: str = ""
+    sensitivity: bool = False
+    sensitivity_rates: str = "0.25,0.5,0.75,0.9"
+    sensitivity_images: int = 32
+    max_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        """Option values that are wrong whatever the model: fail when the pruner is built."""
+        parse_roles(self.protect)
+        self._scan_rates()
+        if (self.min_score is not None or self.max_drop is not None) and not self.iterative:
+            raise UsageError("min_score / max_drop only apply with iterative=true")
+        if self.max_drop is not None and self.max_drop < 0:
+            raise UsageError(f"max_drop must be >= 0, got {self.max_drop}")
+        if self.round_to is not None and self.round_to < 1:
+            raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
+        if self.sensitivity and self.global_pruning:
+            raise UsageError("sensitivity sets per-layer rates itself: drop global_pruning")
+        if self.max_rate is not None and not 0.0 < self.max_rate <= 1.0:
+            raise UsageError(f"max_rate must lie in (0, 1], got {self.max_rate}")
+
+    def _scan_rates(self) -> tuple[float, ...]:
+        try:
+            rates = tuple(float(r) for r in self.sensitivity_rates.split(",") if r.strip())
+        except ValueError:
+            rates = ()
+        if not rates or not all(0.0 < r < 1.0 for r in rates):
+            raise UsageError(f"sensitivity_rates must be a comma list of rates in (0, 1), got {self.sensitivity_rates!r}")
+        return rates
 
     def prune(self, request: PruneRequest) -> PruneResult:
         model, x = request.model, request.example_inputs
         self._check(request)
         importance = self.spec.factory(seed=request.seed, **self.importance_options)
-        surgery_options = dict(ignored_layers=list(request.ignored_layers), global_pruning=self.global_pruning,
-                               round_to=self.round_to, keep_residual=self.keep_residual)
+        ignored = [*request.ignored_layers, *protected_layers(model, x, parse_roles(self.protect))]
+        surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=self.round_to,
+                               keep_residual=self.keep_residual, max_rate=self.max_rate)
         rate, rate_dict, search = request.sparsity, None, None
-        if request.target is not None and request.target.is_cost:
-            if self.spec.needs_gradients:
-                _feed_gradients(importance, request.train, model, self.taylor_steps)
-            plan = rate_for_target(model, x, request.target, importance, **surgery_options)
-            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(request.target)
+        cost = request.target if request.target is not None and request.target.is_cost else None
+        if self.spec.needs_gradients and (cost is not None or self.sensitivity):
+            _feed_gradients(importance, request.train, model, self.taylor_steps)
+        if self.sensitivity:
+            rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
+        elif cost is not None:
+            plan = rate_for_target(model, x, cost, importance, **surgery_options)
+            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost)
         steps = max(1, request.pruning_steps) if self.iterative else 1
         params0, flops0 = count_parameters(model), count_flops(model, x)
         surgery = ChannelSurgery(model, x, rate, importance, steps=steps, rate_dict=rate_dict, **surgery_options)
@@ -182,6 +228,8 @@ class ImportancePruner:
             meta={
                 "importance": self.spec.name,
                 "rate": rate,
+                "layer_rates": rate_dict,
+                "protected": [n for n, m in model.named_modules() if any(m is p for p in ignored[len(request.ignored_layers):])],
                 "search": search,
                 "global_pruning": self.global_pruning,
                 "round_to": self.round_to,
@@ -199,23 +247,49 @@ class ImportancePruner:
             },
         )
 
+    def _sensitive(self, request: PruneRequest, importance: Any, cost: Target | None,
+                   surgery_options: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+        """Per-layer rates from a sensitivity scan that meet the request's rate or cost."""
+        model, x = request.model, request.example_inputs
+        rates = self._scan_rates()
+        scanned = scan(model, x, importance, lambda m: request.evaluate(m, limit=self.sensitivity_images), rates,
+                       **{k: v for k, v in surgery_options.items() if k != "max_rate"})
+        goal = cost or Target("rate", request.sparsity)
+        if goal.kind == "rate":
+            before = {n: _width(m) for n, m in prunable_layers(model, surgery_options["ignored_layers"]).items()}
+
+            def measure(dense: nn.Module, pruned: nn.Module) -> float:
+                return channel_sparsity(before, pruned)
+        else:
+            cost_before = cost_of(goal.kind, model, x)
+
+            def measure(dense: nn.Module, pruned: nn.Module) -> float:
+                return reduction(cost_before, cost_of(goal.kind, pruned, x))
+
+        layer_rates, reached, trials = sensitive_rates(
+            model, x, goal, scanned, importance, measure, max_rate=self.max_rate or 0.95,
+            **{k: v for k, v in surgery_options.items() if k != "max_rate"})
+        return layer_rates, {"target": str(goal), "reached": reached, "trials": trials, "baseline": scanned.baseline,
+                             "scanned_rates": list(rates), "drops": scanned.drops,
+                             "most_sensitive": scanned.ranking()[:10]}
+
     def _check(self, request: PruneRequest) -> None:
         if self.spec.needs_gradients and request.train is None:
             raise PruningError(
                 f"{self.spec.name} needs training data for its gradients: give the request a trainer (request.train)"
             )
-        if (self.min_score is not None or self.max_drop is not None) and not self.iterative:
-            raise UsageError("min_score / max_drop only apply with iterative=true")
         if self.iterative and (self.min_score is not None or self.max_drop is not None) and request.evaluate is None:
             raise PruningError("a score floor (min_score / max_drop) needs an evaluator: give the request evaluate=")
-        if self.max_drop is not None and self.max_drop < 0:
-            raise UsageError(f"max_drop must be >= 0, got {self.max_drop}")
-        if self.round_to is not None and self.round_to < 1:
-            raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
+        if self.sensitivity and request.evaluate is None:
+            raise PruningError("a sensitivity scan needs an evaluator: give the request evaluate=")
 
     def _floor(self, score0: float) -> float | None:
         floors = [f for f in (self.min_score, None if self.max_drop is None else score0 - self.max_drop) if f is not None]
         return max(floors) if floors else None
+
+
+def _width(m: nn.Module) -> int:
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
 def _record(step: int, rate: float, sparsity: float, model: nn.Module, x: torch.Tensor, score: float | None) -> dict[str, Any]:

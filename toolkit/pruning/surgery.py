@@ -197,7 +197,8 @@ class ChannelSurgery:
     ``keep_residual=True`` leaves summed channels alone (``residual_layers``).
     ``rate_dict`` (layer name -> rate) gives the groups those layers root their
     own rate (how a cost target is met exactly where channel groups make the
-    uniform rate jump, and how sensitivity-aware rates are applied).
+    uniform rate jump, and how sensitivity-aware rates are applied);
+    ``max_rate`` caps any layer's rate under global ranking.
     """
 
     def __init__(
@@ -213,6 +214,7 @@ class ChannelSurgery:
         steps: int = 1,
         keep_residual: bool = False,
         rate_dict: Mapping[str, float] | None = None,
+        max_rate: float | None = None,
     ) -> None:
         if not 0.0 <= rate < 1.0:
             raise PruningError(f"a structured pruning rate must lie in [0, 1), got {rate}")
@@ -239,6 +241,7 @@ class ChannelSurgery:
                     global_pruning=global_pruning,
                     round_to=round_to,
                     pruning_ratio_dict=_by_module(model, rate_dict),
+                    max_pruning_ratio=1.0 if max_rate is None else max_rate,
                     forward_fn=forward_fn,
                 )
         finally:

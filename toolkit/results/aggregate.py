@@ -13,8 +13,8 @@ import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-GROUP = ("arch", "dataset", "plugin", "target_kind", "target")
-IDENTITY = (*GROUP, "kind", "backend", "class_names", "latency_device", "latency_gpu_device", "latency_input", "encoder",
+GROUP = ("arch", "dataset", "method", "target_kind", "target")
+IDENTITY = (*GROUP, "plugin", "kind", "backend", "class_names", "latency_device", "latency_gpu_device", "latency_input", "encoder",
             "image_size")
 
 
@@ -78,7 +78,7 @@ def dense_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (r["arch"], r["dataset"], r.get("seed"))
         if r.get("status") != "ok" or key in per_seed:
             continue
-        dense = {"arch": r["arch"], "dataset": r["dataset"], "seed": r.get("seed"), "plugin": "(dense)", "kind": "",
+        dense = {"arch": r["arch"], "dataset": r["dataset"], "seed": r.get("seed"), "method": "(dense)", "plugin": "(dense)", "kind": "",
                  "target_kind": "", "target": 0.0, "status": "ok", "class_names": r.get("class_names"),
                  "budget_steps": r.get("steps_train"), "latency_device": r.get("latency_device"),
                  "latency_gpu_device": r.get("latency_gpu_device"), "reached": 0.0, "channel_rate": 0.0}

@@ -88,7 +88,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]],
     keys = sorted({(r["arch"], r["dataset"]) for r in [*rows, *dense]})
     cols = max(1, len(keys))
     fig, axes = plt.subplots(len(COSTS), cols, figsize=(4.4 * cols + 1.6, 3.1 * len(COSTS)), squeeze=False)
-    plugins = sorted({r["plugin"] for r in rows})
+    plugins = sorted({r["method"] for r in rows})
     colours = {p: f"C{i % 10}" for i, p in enumerate(plugins)}
     markers = {"structured": "o", "unstructured": "s"}
     for j, key in enumerate(keys):
@@ -104,8 +104,8 @@ def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]],
                 xerr = float(r.get(f"{cost}_std") or 0) / scale
                 yerr = float(r.get("test_iou_pruned_std") or 0)
                 ax.errorbar(x, y, xerr=xerr or None, yerr=yerr or None, fmt=markers.get(r.get("kind"), "o"), ms=4,
-                            color=colours[r["plugin"]], capsize=2, lw=0.8,
-                            label=r["plugin"] if (i, j) == (0, 0) else None)
+                            color=colours[r["method"]], capsize=2, lw=0.8,
+                            label=r["method"] if (i, j) == (0, 0) else None)
                 pts.append((x, y))
             if ref is not None and ref.get(cost) is not None:
                 ax.errorbar(float(ref[cost]) / scale, float(ref["test_iou_pruned"]),

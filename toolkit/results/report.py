@@ -53,7 +53,7 @@ def _num(key: str, fmt: str, scale: float = 1.0) -> Callable[[dict[str, Any], bo
 
 
 def _target(r: dict[str, Any], tex: bool = False) -> str:
-    if r.get("plugin") == "(dense)":
+    if r.get("method") == "(dense)":
         return "" if tex else "-"
     name = TARGET_NAMES.get(r.get("target_kind", ""), r.get("target_kind", ""))
     text = f"{name}{100 * float(r['target']):.0f}%" if name.endswith("-") else f"{name} {100 * float(r['target']):.0f}%"
@@ -61,7 +61,7 @@ def _target(r: dict[str, Any], tex: bool = False) -> str:
 
 
 def _met(r: dict[str, Any], tex: bool = False) -> str:
-    if r.get("plugin") == "(dense)" or "target_met" not in r:
+    if r.get("method") == "(dense)" or "target_met" not in r:
         return ""
     return "yes" if r["target_met"] else "NO"
 
@@ -80,7 +80,7 @@ class Column:
 COLUMNS: list[Column] = [
     Column("arch", "Arch.", lambda r, tex=False: r["arch"]),
     Column("dataset", "Dataset", lambda r, tex=False: r["dataset"]),
-    Column("pruner", "Pruner", lambda r, tex=False: r["plugin"]),
+    Column("method", "Method", lambda r, tex=False: r["method"]),
     Column("kind", "Kind", lambda r, tex=False: r.get("kind", "")),
     Column("target", "Target", _target),
     Column("reached %", r"Reached (\%)", _pct("reached")),
@@ -111,7 +111,7 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
 def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Dense reference first, then each (arch, dataset)'s aggregated cells, then failed cells one by one."""
     def order(r: dict[str, Any]) -> tuple:
-        return (r["dataset"], r["arch"], r["plugin"], r.get("target_kind", ""), float(r.get("target", 0)))
+        return (r["dataset"], r["arch"], r["method"], r.get("target_kind", ""), float(r.get("target", 0)))
 
     cells = sorted(aggregate(rows), key=order)
     failed = sorted((r for r in rows if r.get("status") != "ok"), key=lambda r: (*order(r), str(r.get("seed"))))
@@ -142,7 +142,7 @@ def per_class_markdown(rows: Sequence[dict[str, Any]]) -> str:
         group = [r for r in ok if (r["arch"], r["dataset"]) == (arch, dataset)]
         width = max(len(r.get("test_iou_per_class_pruned") or []) for r in group)
         names = next((r["class_names"] for r in group if r.get("class_names")), None) or [f"class {i}" for i in range(width)]
-        out += [f"**{arch} on {dataset}**", "", "| pruner | target | n | " + " | ".join(names) + " |",
+        out += [f"**{arch} on {dataset}**", "", "| method | target | n | " + " | ".join(names) + " |",
                 "|" + "---|" * (len(names) + 3)]
         for r in group:
             values = r.get("test_iou_per_class_pruned") or []
@@ -199,16 +199,16 @@ def plot_stage_curves(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     for ax, (key, group) in zip(axes, sorted(groups.items())):
         n_prune = max((sum(c["stage"] == "prune" for c in r["curves"]) for r in group), default=0)
         # colour = pruner, line style = target: 15 lines stay tellable apart
-        colours = {p: f"C{i % 10}" for i, p in enumerate(sorted({r["plugin"] for r in group}))}
+        colours = {p: f"C{i % 10}" for i, p in enumerate(sorted({r["method"] for r in group}))}
         targets = sorted({(r["target_kind"], r["target"]) for r in group})
         styles = {t: ["-", "--", ":", "-."][i % 4] for i, t in enumerate(targets)}
-        for r in sorted(group, key=lambda r: (r["plugin"], r["target_kind"], r["target"])):
+        for r in sorted(group, key=lambda r: (r["method"], r["target_kind"], r["target"])):
             pruning = [c for c in r["curves"] if c["stage"] == "prune"]
             tuning = [c for c in r["curves"] if c["stage"] != "prune"]
             # fine-tune starts after the prune stage for every cell, one-shot pruners included
             xs = [*range(1, len(pruning) + 1), *range(n_prune + 1, n_prune + len(tuning) + 1)]
             curve = pruning + tuning
-            colour = colours[r["plugin"]]
+            colour = colours[r["method"]]
             ax.plot(xs, [c["val_iou_ema"] for c in curve], styles[(r["target_kind"], r["target"])], lw=1.2,
                     color=colour, label=f"{r['plugin']} {_target(r)}")
             ax.plot(xs, [c["val_iou"] for c in curve], "o", ms=2, alpha=0.3, color=colour)
@@ -231,7 +231,7 @@ def plot_report_examples(rows: Sequence[dict[str, Any]], run_dir: Path, path: Pa
     if not ok:
         return None
     first = ok[0]
-    same = ("arch", "dataset", "plugin", "seed")
+    same = ("arch", "dataset", "method", "seed")
     group = sorted([r for r in ok if all(r.get(k) == first.get(k) for k in same)],
                    key=lambda r: (r["target_kind"], float(r["target"])))
     cell = Cell(first["arch"], first["dataset"], first["plugin"], Target("sparsity", 0.5), first.get("seed", 0))
@@ -257,7 +257,7 @@ def checklist(rows: Sequence[dict[str, Any]]) -> list[str]:
     seeds = sorted({r.get("seed") for r in ok}, key=str)
     points: dict[str, set[str]] = {}
     for r in ok:
-        points.setdefault(r["plugin"], set()).add(_target(r))
+        points.setdefault(r["method"], set()).add(_target(r))
     budgets = sorted({int(r["budget_steps"]) for r in ok if r.get("budget_steps") is not None})
     env = ok[0] if ok else (rows[0] if rows else {})
     dense = "yes: every table starts with the unpruned model of each architecture, dataset and seed" if ok else "no"

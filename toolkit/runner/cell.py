@@ -29,17 +29,27 @@ def _slug(text: str) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """What varies between the cells of a grid; everything else is the run's ``RunConfig``."""
+    """What varies between the cells of a grid; everything else is the run's ``RunConfig``.
+
+    ``method`` names a variant of a pruner (the same plugin with other options
+    or with distillation, a grid's ``[variants]``); it is the plugin's name
+    when the cell uses the plugin as it is.
+    """
 
     arch: str
     dataset: str
     plugin: str
     target: Target
     seed: int = 0
+    method: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.method or self.plugin
 
     @property
     def id(self) -> str:
-        return f"{self.arch}__{_slug(self.dataset)}__{self.plugin}__{self.target.slug}__s{self.seed}"
+        return f"{self.arch}__{_slug(self.dataset)}__{self.name}__{self.target.slug}__s{self.seed}"
 
     @property
     def dense_id(self) -> str:
@@ -47,7 +57,7 @@ class Cell:
 
     def as_row(self) -> dict[str, Any]:
         """The cell's identity columns, named as in every results row."""
-        return {"cell": self.id, "arch": self.arch, "dataset": self.dataset, "plugin": self.plugin,
+        return {"cell": self.id, "arch": self.arch, "dataset": self.dataset, "method": self.name, "plugin": self.plugin,
                 "target_kind": self.target.kind, "target": self.target.value, "seed": self.seed}
 
 
@@ -77,8 +87,8 @@ def run_cell(
     dense_model = load_dense(dense["checkpoint"], wb.splits.num_classes).to(wb.device)
     channels_before = {name: _out_channels(m) for name, m in prunable_layers(dense_model).items()}
 
-    pruned = prune_stage(wb, dense_model, cell.plugin, options, target)
-    del dense_model
+    teacher = dense_model if settings.distill.enabled else None
+    pruned = prune_stage(wb, dense_model, cell.plugin, options, target, teacher=teacher)
     write_history(pruned.history, folder / "prune_metrics.csv")
     result = pruned.result
     per_epoch = wb.steps_per_epoch
@@ -87,7 +97,8 @@ def run_cell(
     if result.from_scratch:
         reinitialise(result.model, cell.seed)
         finetune_steps += int(dense.get("steps_train", 0))
-    ft_history, ft_seconds = finetune_stage(wb.trainer("finetune"), result, finetune_steps, folder)
+    ft_history, ft_seconds = finetune_stage(wb.trainer("finetune", teacher), result, finetune_steps, folder)
+    del dense_model, teacher
 
     stats = describe(result.model, wb)
     row: dict[str, Any] = {
@@ -107,6 +118,7 @@ def run_cell(
         "time_finetune_s": ft_seconds,
         "device": str(wb.device),
         "precision": settings.precision,
+        "distill": settings.distill.enabled,
         "curves": [h.__dict__ for h in pruned.history + ft_history],
         "prune_history": result.history,
         "meta": result.meta,
@@ -123,7 +135,7 @@ def run_cell(
     from toolkit.results.plots import plot_curves
 
     plot_curves(list(dense.get("history") or []) + row["curves"], folder / "curves.png",
-                title=f"{cell.arch} / {cell.plugin} @ {target}")
+                title=f"{cell.arch} / {cell.name} @ {target}")
     return row
 
 

@@ -54,6 +54,9 @@ class GridConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
     plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
+    # a pruner under another name with its own options or distillation, usable in `plugins`:
+    # [variants.fpgm-distill] plugin = "fpgm", options = {...}, distill = true
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     examples: int = 3  # test images drawn per cell in the report
     executor: str = "local"
     cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
@@ -109,16 +112,49 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     return grid
 
 
+VARIANT_KEYS = {"plugin", "options", "distill"}
+
+
 def _check_names(grid: GridConfig) -> None:
-    """Unknown pruners, and targets a pruner cannot take, fail before any work."""
+    """Unknown pruners and variants, bad options, and targets a pruner cannot take fail before any work."""
     from toolkit.plugins import get_registry
 
     registry = get_registry()
-    for plugin in grid.plugins:
+    for name, variant in grid.variants.items():
+        if not isinstance(variant, dict) or "plugin" not in variant:
+            raise UsageError(f"variants.{name} needs plugin = \"NAME\" (and optionally options = {{...}}, distill = true)")
+        unknown = sorted(set(variant) - VARIANT_KEYS)
+        if unknown:
+            raise UsageError(f"variants.{name}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(VARIANT_KEYS))}")
+        if name in registry.pruners:
+            raise UsageError(f"variants.{name}: a pruner is called {name!r} already; give the variant another name")
+        settings_of(grid, name).validate()
+    for name in grid.plugins:
+        plugin = grid.variants[name]["plugin"] if name in grid.variants else name
         spec = registry.get(plugin).spec
-        for target in targets_of(grid, plugin):
+        for target in targets_of(grid, name):
             target.for_pruner(spec.kind)
-        spec.create(grid.plugin_options.get(plugin, {}))  # options are checked against the spec
+        spec.create(options_of(grid, name))  # options are checked against the spec
+
+
+def options_of(grid: GridConfig, name: str) -> dict[str, Any]:
+    """A plugin's or variant's options."""
+    if name in grid.variants:
+        options = grid.variants[name].get("options", {})
+        if not isinstance(options, dict):
+            raise UsageError(f"variants.{name}.options must be a table")
+        return dict(options)
+    return dict(grid.plugin_options.get(name, {}))
+
+
+def settings_of(grid: GridConfig, name: str) -> RunConfig:
+    """The run settings a plugin's or variant's cells use: the grid's, with a variant's distillation."""
+    distill = grid.variants.get(name, {}).get("distill")
+    if distill is None:
+        return grid.run
+    settings = dataclasses.replace(grid.run, distill=dataclasses.replace(grid.run.distill))
+    update(settings.distill, {"enabled": distill} if isinstance(distill, bool) else distill, f"variants.{name}.distill")
+    return settings
 
 
 def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
@@ -128,8 +164,11 @@ def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
 
 def cells(grid: GridConfig) -> list[Cell]:
     """Every cell, grouped by dense model (seed, dataset, arch) so one is in memory at a time."""
+    def plugin(name: str) -> tuple[str, str]:
+        return (grid.variants[name]["plugin"], name) if name in grid.variants else (name, "")
+
     return [
-        Cell(a, d, p, t, int(seed))
+        Cell(a, d, plugin(p)[0], t, int(seed), method=plugin(p)[1])
         for seed in grid.seeds for d in grid.datasets for a in grid.archs for p in grid.plugins
         for t in targets_of(grid, p)
     ]
@@ -193,7 +232,7 @@ class Recorder:
 
     def base(self, cell: Cell) -> dict[str, Any]:
         run = self.grid.run
-        return {**cell.as_row(), "options": self.grid.plugin_options.get(cell.plugin, {}), "encoder": run.encoder,
+        return {**cell.as_row(), "options": options_of(self.grid, cell.name), "encoder": run.encoder,
                 "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
                 **self.env}
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "Recorder") -> None:
-    from toolkit.runner.grid import cell_dir, dense_dir, failed_row
+    from toolkit.runner.grid import cell_dir, dense_dir, failed_row, options_of, settings_of
 
     dense: dict[str, Any] = {}  # dense_id -> stats, or the exception that stopped it
     bar = tqdm(todo, desc="cells", unit="cell", disable=not grid.run.train.progress)
@@ -40,8 +40,8 @@ def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "
             stats = dense[cell.dense_id]
             if isinstance(stats, BaseException):
                 raise stats
-            args = (cell, grid.run, stats, cell_dir(out_dir, cell))
-            kwargs = {"options": grid.plugin_options.get(cell.plugin, {}), "examples": grid.examples}
+            args = (cell, settings_of(grid, cell.name), stats, cell_dir(out_dir, cell))
+            kwargs = {"options": options_of(grid, cell.name), "examples": grid.examples}
             if grid.cell_timeout:
                 columns = call_isolated(run_cell, *args, timeout=grid.cell_timeout, **kwargs)
             else:

@@ -31,7 +31,7 @@ from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.workbench.device import device_name, resolve_device
 from toolkit.workbench.models import create_model, output_layers
 from toolkit.workbench.seeding import derive, seed_everything, use_deterministic_algorithms
-from toolkit.workbench.training import EpochRecord, Objective, Trainer, atomic_save, ema
+from toolkit.workbench.training import EpochRecord, Trainer, atomic_save, ema
 
 
 # -- the workbench ---------------------------------------------------------------------
@@ -46,11 +46,17 @@ class Workbench:
     device: torch.device
     example: torch.Tensor  # one test image (CPU), for FLOP counts and tracing
 
-    def trainer(self, stage: str, objective: Objective | None = None) -> Trainer:
-        """A fresh trainer whose randomness is ``derive(seed, stage)``: the same for every cell of the seed."""
-        return Trainer(self.splits.train, self.splits.val, self.splits.num_classes, self.settings.train,
-                       seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision,
-                       objective=objective)
+    def trainer(self, stage: str, teacher: nn.Module | None = None) -> Trainer:
+        """A fresh trainer for one stage, with the stage's settings; its randomness is
+        ``derive(seed, stage)``, the same for every cell of the seed. With a ``teacher`` and
+        ``distill.enabled`` its loss distils the teacher into the model it trains."""
+        trainer = Trainer(self.splits.train, self.splits.val, self.splits.num_classes, self.settings.stage_train(stage),
+                          seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision)
+        if teacher is not None and self.settings.distill.enabled:
+            from toolkit.workbench.distill import distillation_objective
+
+            trainer = trainer.with_objective(distillation_objective(teacher, trainer.loss_fn, self.settings.distill))
+        return trainer
 
     @property
     def steps_per_epoch(self) -> int:
@@ -195,7 +201,7 @@ def prune_stage(
     plugin: str,
     options: dict[str, Any],
     target: Target,
-    objective: Objective | None = None,
+    teacher: nn.Module | None = None,
 ) -> Pruned:
     """Run one pruner plugin on a copy of the dense model at ``target``.
 
@@ -211,7 +217,7 @@ def prune_stage(
     pruner = spec.create(options)
     model = copy.deepcopy(dense).to(wb.device)
     total_iters = max(1, wb.settings.epochs_prune * wb.steps_per_epoch)
-    logger = StageTrainer(wb, wb.trainer("prune", objective))
+    logger = StageTrainer(wb, wb.trainer("prune", teacher))
     example = wb.example.to(wb.device)
 
     def request(model: nn.Module, sparsity: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
@@ -224,7 +230,7 @@ def prune_stage(
 
     t0 = time.perf_counter()
     if target.is_cost and spec.kind == "structured" and not spec.cost_targets:
-        trials = StageTrainer(wb, wb.trainer("search", objective))  # trials' training stays out of the curves
+        trials = StageTrainer(wb, wb.trainer("search", teacher))  # trials' training stays out of the curves
         sparsity, search = _search_black_box(pruner, model, example, target, lambda m, s: request(m, s, None, trials))
         result = check_result(pruner.prune(request(model, sparsity, None)))
         result.meta = {**result.meta, "search": search}

@@ -259,7 +259,11 @@ class Trainer:
 
     # -- evaluation --------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader | None = None) -> IoU:
+    def evaluate(self, model: nn.Module, loader: DataLoader | None = None, limit: int | None = None) -> IoU:
+        """IoU on ``loader`` (default: the validation split, or ``limit`` images spread evenly over it)."""
+        if loader is None and limit is not None and limit < len(self.val_set):
+            picks = np.linspace(0, len(self.val_set) - 1, max(1, limit)).round().astype(int).tolist()
+            loader = DataLoader(torch.utils.data.Subset(self.val_set, sorted(set(picks))), batch_size=self.cfg.batch_size)
         was_training = model.training
         model.eval()
         model.to(self.device)
@@ -272,9 +276,9 @@ class Trainer:
         model.train(was_training)
         return meter.compute()
 
-    def score(self, model: nn.Module) -> float:
-        """Validation mean IoU: the evaluator pruners use to decide when to stop."""
-        return self.evaluate(model).mean
+    def score(self, model: nn.Module, limit: int | None = None) -> float:
+        """Validation mean IoU (on ``limit`` images spread over the split): the evaluator pruners use."""
+        return self.evaluate(model, limit=limit).mean
 
     # -- whole epochs, with checkpoints ------------------------------------------
     def fit(
