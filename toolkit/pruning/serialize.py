@@ -120,16 +120,22 @@ def load_pruned(path: str | Path, build: Callable[..., nn.Module] | None = None)
     return model.eval()
 
 
+def read_file(path: str | Path, what: str = "model file") -> Any:
+    """A file the toolkit wrote, loaded with ``weights_only`` (no pickled code runs); a missing or
+    unreadable file is the user's to fix, in one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UsageError(f"{path} is not a readable {what}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
 def load_model(path: str | Path) -> nn.Module:
     """Any model file the toolkit writes: a structurally pruned one (``save_pruned``), or a
     dense or unstructured checkpoint (``{"recipe", "model"}``, same shapes as the dense model)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UsageError(f"{path} is not a readable model file: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    payload = read_file(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         return load_pruned(path)
     if isinstance(payload, dict) and {"recipe", "model"} <= payload.keys():

@@ -108,13 +108,9 @@ def build_model(arch: str, settings: RunConfig, num_classes: int, seed: int) -> 
 
 
 def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UsageError(f"{path} is not a readable checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    from toolkit.pruning.serialize import read_file
+
+    state = read_file(path, "checkpoint")
     if not isinstance(state, dict) or "recipe" not in state:
         raise UsageError(f"{path} is not a toolkit dense checkpoint (no 'recipe'); train one with 'toolkit train'")
     return state
