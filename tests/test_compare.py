@@ -151,6 +151,9 @@ def test_sparsities_can_differ_per_pruner(tmp_path):
     assert sorted((c.plugin, c.target.value) for c in compare.cells(grid) if c.arch == "fpn") == [
         ("agp", 0.5), ("agp", 0.9), ("fpgm", 0.25), ("fpgm", 0.75)]
     assert grid.run.limit is None, "limit = 0 reads every image (TOML has no null)"
+    config.write_text('plugins = ["fpgm", "agp"]\ntargets = ["flops=0.5"]\n[plugin_targets]\nagp = ["0.9", "flops=0.25"]\n')
+    assert sorted((c.plugin, str(c.target)) for c in compare.cells(load_grid(config)) if c.arch == "fpn") == [
+        ("agp", "flops=0.25"), ("agp", "sparsity=0.9"), ("fpgm", "flops=0.5")]
     config.write_text('[plugin_sparsities]\nagp = 0.5\n')
     with pytest.raises(Exception, match="plugin_sparsities.agp must be a list"):
         load_grid(config)

@@ -54,6 +54,7 @@ class GridConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
     plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
+    plugin_targets: dict[str, list[str]] = field(default_factory=dict)  # per plugin name, instead of sparsities + targets
     # a pruner under another name with its own options or distillation, usable in `plugins`:
     # [variants.fpgm-distill] plugin = "fpgm", options = {...}, distill = true
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -100,7 +101,10 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     for s in [*grid.sparsities, *(v for vs in grid.plugin_sparsities.values() for v in vs)]:
         if not 0.0 < float(s) < 1.0:
             raise UsageError(f"sparsities must lie in (0, 1), got {s}")
-    for t in grid.targets:
+    for name, values in grid.plugin_targets.items():
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"plugin_targets.{name} must be a list of targets, e.g. [\"flops=0.5\"]")
+    for t in [*grid.targets, *(t for ts in grid.plugin_targets.values() for t in ts)]:
         if Target.parse(t).value <= 0:
             raise UsageError(f"target {t} removes nothing")
     if grid.executor not in EXECUTORS:
@@ -158,6 +162,9 @@ def settings_of(grid: GridConfig, name: str) -> RunConfig:
 
 
 def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
+    """A plugin's (or variant's) targets: its own list, else the grid's sparsities and targets."""
+    if plugin in grid.plugin_targets:
+        return [Target.parse(t) for t in grid.plugin_targets[plugin]]
     native = grid.plugin_sparsities.get(plugin, grid.sparsities)
     return [Target("sparsity", float(s)) for s in native] + [Target.parse(t) for t in grid.targets]
 
