@@ -36,13 +36,9 @@ warnings.filterwarnings("ignore")  # TP/NNI/thop warn about every traced op; the
 # -- machine ---------------------------------------------------------------------------
 def cpu_model() -> str:
     """The CPU's marketing name: latencies are only comparable on the same one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from toolkit.workbench.device import cpu_name
+
+    return cpu_name()
 
 
 def versions() -> dict[str, str]:

@@ -1,0 +1,73 @@
+"""Recovery table: what each recovery method keeps of the dense IoU at a FLOP target, at equal budget.
+
+Reads a `toolkit compare` run whose methods are one pruner as it is and its
+recovery variants (distillation, sensitivity-aware rates, iterative pruning:
+see `grid-recovery.toml`), and writes one row per (method, FLOP target):
+mean ± std over seeds of the test mIoU and of its change against each seed's
+dense model, the FLOPs removed, the training steps every row had, and whether
+the issue's goal is met (at most 1 point lost at -50% FLOPs, 3 at -75%).
+
+    python benchmarks/recovery.py runs/magnetic-tile --methods fpgm,fpgm-distill,fpgm-sensitive,fpgm-iterative
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from common import markdown, parser, setup, write_csv
+
+GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
+COLUMNS = ["method", "pruner", "target", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
+           "delta_pts_std", "dense_miou", "seeds", "steps", "goal_pts", "goal_met"]
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "results.jsonl"
+    if not path.is_file():
+        sys.exit(f"error: {path} not found: pass the folder a `toolkit compare` run wrote")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def main() -> None:
+    p = parser("recovery", __doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
+    p.add_argument("--methods", help="comma list of methods (plugins or variants) to tabulate (default: all)")
+    p.set_defaults(csv=Path(__file__).parent / "results" / "recovery.csv")
+    args = p.parse_args()
+    machine_line = setup(args)
+    methods = args.methods.split(",") if args.methods else None
+    rows = [r for r in read_rows(args.run_dir) if r.get("status") == "ok" and r.get("target_kind") == "flops"
+            and (methods is None or r["method"] in methods)]
+    if not rows:
+        sys.exit(f"error: no finished FLOP-target cells in {args.run_dir}")
+    table = []
+    order = methods or sorted({r["method"] for r in rows})
+    for target in sorted({r["target"] for r in rows}):
+        for method in order:
+            group = [r for r in rows if r["method"] == method and r["target"] == target]
+            if not group:
+                continue
+            miou, miou_std = mean_std([r["test_iou_pruned"] for r in group])
+            delta, delta_std = mean_std([100 * r["test_iou_change"] for r in group])
+            goal = GOALS.get(round(target, 2))
+            table.append({
+                "method": method, "pruner": group[0]["plugin"], "target": f"flops={target:g}",
+                "flops_reduction_pct": round(100 * statistics.fmean(r["flops_reduction"] for r in group), 1),
+                "test_miou": round(miou, 4), "test_miou_std": round(miou_std, 4),
+                "delta_pts": round(delta, 2), "delta_pts_std": round(delta_std, 2),
+                "dense_miou": round(statistics.fmean(r["test_iou_dense"] for r in group), 4),
+                "seeds": len(group), "steps": "/".join(str(int(s)) for s in sorted({r["budget_steps"] for r in group})),
+                "goal_pts": goal, "goal_met": None if goal is None else ("yes" if -delta <= goal else "NO"),
+            })
+    print(markdown(table, COLUMNS))
+    write_csv(table, args.csv, machine_line)
+
+
+if __name__ == "__main__":
+    main()
