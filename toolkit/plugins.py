@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pluggy
 
 from toolkit import hookspecs
-from toolkit.contract import ImportanceSpec, Pruner, PrunerSpec
+from toolkit.contract import DatasetSpec, ImportanceSpec, ModelSpec, Pruner, PrunerSpec
 from toolkit.errors import UnknownNameError
 
 GROUP = hookspecs.PROJECT
@@ -53,7 +53,12 @@ def disabled_from_env() -> set[str]:
 HOOKS: dict[str, tuple[type, str]] = {
     "register_pruners": (PrunerSpec, "pruner"),
     "register_importances": (ImportanceSpec, "importance"),
+    "register_datasets": (DatasetSpec, "dataset"),
+    "register_models": (ModelSpec, "architecture"),
 }
+# A plugin that raises anything but Ctrl-C while loading or registering is broken, never fatal
+# (``SystemExit`` included: a plugin calling ``sys.exit`` on import must not end the CLI).
+PLUGIN_FAILURES = (Exception, SystemExit)
 
 
 class Registry:
@@ -80,7 +85,7 @@ class Registry:
                 # pluggy's own loader, one entry point at a time, so that a
                 # plugin whose import raises cannot hide the others.
                 self.pm.load_setuptools_entrypoints(GROUP, name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
+            except PLUGIN_FAILURES as exc:  # isolate any plugin failure
                 dist = ep.dist.name if ep.dist else "(unknown)"
                 self._load_broken.append(_broken(ep.name, dist, exc))
         self.broken = list(self._load_broken)
@@ -116,7 +121,7 @@ class Registry:
                 for spec in specs:
                     if not isinstance(spec, spec_type):
                         raise TypeError(f"register() takes a {spec_type.__name__}, got {type(spec).__name__}")
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:
                 self.broken.append(_broken(plugin, dist, exc))
                 continue
             for spec in specs:
@@ -131,6 +136,14 @@ class Registry:
     @property
     def importances(self) -> dict[str, Registered]:
         return self._collect("register_importances")
+
+    @property
+    def datasets(self) -> dict[str, Registered]:
+        return self._collect("register_datasets")
+
+    @property
+    def models(self) -> dict[str, Registered]:
+        return self._collect("register_models")
 
     @property
     def pruners(self) -> dict[str, Registered]:
@@ -150,27 +163,32 @@ class Registry:
 
     # -- lookups -----------------------------------------------------------------
     def get(self, name: str) -> Registered:
-        try:
-            return self.pruners[name]
-        except KeyError:
-            raise UnknownNameError("pruner", name, list(self.pruners)) from None
+        """A pruner by name, or an ``UnknownNameError`` listing the known ones."""
+        return _lookup(self.pruners, "pruner", name)
 
     def importance(self, name: str) -> ImportanceSpec:
-        try:
-            return self.importances[name].spec
-        except KeyError:
-            raise UnknownNameError("importance", name, list(self.importances)) from None
+        return _lookup(self.importances, "importance", name).spec
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return _lookup(self.datasets, "dataset", name).spec
+
+    def model(self, name: str) -> ModelSpec:
+        return _lookup(self.models, "architecture", name).spec
 
     def create(self, name: str, options: Mapping[str, Any] | None = None) -> Pruner:
         """Build a pruner; options are checked against its spec first."""
         return self.get(name).spec.create(options)
 
     def list(self, pattern: str | None = None) -> list[str]:
-        return [n for n in self.pruners if pattern is None or fnmatch.fnmatch(n, pattern)]
+        return matching(self.pruners, pattern)
 
     def plugins(self) -> list[dict[str, Any]]:
-        """One entry per loaded plugin: what it registered with which hooks (``toolkit plugins --json``)."""
-        self.pruners  # noqa: B018 - collect everything so broken plugins are known
+        """One entry per loaded plugin (``toolkit plugins --json``): its entry-point name,
+        distribution and version, the hooks it implements, the pruner kinds and
+        backends it brings, and each thing it registered."""
+        for hook in HOOKS:
+            self._collect(hook)  # so every broken plugin is known
+        self.pruners  # noqa: B018 - and clashes between importances and pruners
         dists = self._distributions()
         out: dict[str, dict[str, Any]] = {}
         for plugin_name, plugin in self.pm.list_name_plugin():
@@ -178,24 +196,42 @@ class Registry:
                 continue
             dist, version = dists.get(plugin_name, ("(local)", ""))
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-            out[plugin_name] = {"plugin": plugin_name, "distribution": dist, "version": version, "hooks": hooks,
-                                "provides": []}
+            out[plugin_name] = {"name": plugin_name, "distribution": dist, "version": version, "hooks": hooks,
+                                "kinds": [], "backends": [], "provides": []}
         for hook, (_, what) in HOOKS.items():
             for name, reg in self._collect(hook).items():
                 entry = out.get(reg.plugin)
                 if entry is not None:
-                    entry["provides"].append({"name": name, "type": what, **_describe(reg.spec)})
+                    entry["provides"].append({"name": name, "type": what, **describe(reg.spec)})
+        for entry in out.values():
+            for key in ("kind", "backend"):
+                entry[f"{key}s"] = sorted({p[key] for p in entry["provides"] if key in p})
         return list(out.values())
 
 
-def _describe(spec: Any) -> dict[str, Any]:
+def describe(spec: Any) -> dict[str, Any]:
+    """A spec as plain data: description, and kind/backend (pruners), path use (datasets), task (models)."""
     info: dict[str, Any] = {"description": getattr(spec, "description", "")}
-    for key in ("kind", "backend"):
+    for key in ("kind", "backend", "task"):
         if hasattr(spec, key):
             info[key] = getattr(spec, key)
     if isinstance(spec, ImportanceSpec):
         info.update(kind="structured", needs_gradients=spec.needs_gradients)
+    if isinstance(spec, DatasetSpec):
+        info["path"] = spec.path
     return info
+
+
+def matching(names: Iterable[str], pattern: str | None = None) -> list[str]:
+    """The names that match a glob (``"l*"``), all of them without one."""
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def _lookup(found: Mapping[str, Registered], what: str, name: str) -> Registered:
+    try:
+        return found[name]
+    except KeyError:
+        raise UnknownNameError(what, name, list(found)) from None
 
 
 def _broken(plugin: str, dist: str, exc: BaseException) -> BrokenPlugin:
