@@ -15,7 +15,7 @@ import importlib.metadata as md
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
@@ -263,12 +263,3 @@ def list_pruners(pattern: str | None = None) -> list[str]:
 def create_pruner(name: str, options: Mapping[str, Any] | None = None, **kwargs: Any) -> Pruner:
     """A pruner by name, options checked (``create_pruner("fpgm", round_to=8)``)."""
     return get_registry().create(name, {**(options or {}), **kwargs})
-
-
-def parse_names(text: str | Iterable[str], lookup: Callable[[str], Any] | None = None) -> list[str]:
-    """Split a comma list (``"fpgm, l1"``) and check every name is known."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    check = lookup or get_registry().get
-    for n in names:
-        check(n)
-    return names

@@ -110,9 +110,15 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
 
 
 def _check_names(grid: GridConfig) -> None:
-    """Unknown pruners, and targets a pruner cannot take, fail before any work."""
+    """Unknown pruners, architectures and datasets, and targets a pruner cannot take, fail before any work."""
     from toolkit.plugins import get_registry
+    from toolkit.workbench.data import parse_source
+    from toolkit.workbench.models import check_segmentation
 
+    for arch in grid.archs:
+        check_segmentation(arch)
+    for dataset in grid.datasets:
+        parse_source(dataset)
     registry = get_registry()
     for plugin in grid.plugins:
         spec = registry.get(plugin).spec

@@ -25,6 +25,14 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
     return matching([n for n, reg in models.items() if task is None or reg.spec.task == task], pattern)
 
 
+def check_segmentation(arch: str) -> None:
+    """A registered segmentation architecture, what train, prune and compare need; else a ``UsageError``."""
+    spec = get_registry().model(arch)
+    if spec.task != "segmentation":
+        raise UsageError(f"{arch} is a {spec.task} model (for the pruners' cost tables); train, prune and compare "
+                         f"need a segmentation architecture: {', '.join(list_models(task='segmentation'))}")
+
+
 def create_model(
     arch: str,
     encoder: str = DEFAULT_ENCODER,
