@@ -6,7 +6,8 @@ aside as a ``BrokenPlugin`` with its error; the others still load. Plugins
 named in the environment variable ``TOOLKIT_DISABLE_PLUGINS`` (comma list of
 entry-point names, as ``toolkit plugins --json`` shows them) are not loaded at
 all, the escape hatch for a plugin that breaks on import (pytest's
-``-p no:NAME``).
+``-p no:NAME``). A name registered twice keeps its first owner, the built-ins
+always first, and the second plugin is reported broken for it.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from toolkit.errors import UnknownNameError
 
 GROUP = hookspecs.PROJECT
 DISABLE_ENV = "TOOLKIT_DISABLE_PLUGINS"
+OWN_DISTRIBUTION = "toolkit"  # the built-ins' distribution: its names win a clash
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,10 @@ class Registry:
         spec_type, what = HOOKS[hook]
         dists = self._distributions()
         found: dict[str, Registered] = {}
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+        # Built-ins first: a plugin cannot take over a built-in name, its duplicate is reported instead.
+        impls = sorted(getattr(self.pm.hook, hook).get_hookimpls(),
+                       key=lambda impl: dists.get(impl.plugin_name, ("(local)", ""))[0] != OWN_DISTRIBUTION)
+        for impl in impls:
             plugin = impl.plugin_name
             dist, version = dists.get(plugin, ("(local)", ""))
             specs: list[Any] = []

@@ -78,6 +78,11 @@ def prunable_layers(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE) and id(m) not in skip}
 
 
+def channel_counts(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, int]:
+    """Output channels of each prunable layer: the ``before`` of ``channel_sparsity``."""
+    return {name: _out_channels(m) for name, m in prunable_layers(model, ignored).items()}
+
+
 def channel_sparsity(before: Mapping[str, int], model: nn.Module) -> float:
     """Fraction of the output channels counted in ``before`` that ``model`` no longer has."""
     modules = dict(model.named_modules())
