@@ -36,10 +36,10 @@ class RegistryHelp(argparse.HelpFormatter):
 
 
 def _registered(name: str, reg: Any) -> dict[str, Any]:
-    from toolkit.plugins import describe
+    from toolkit.plugins import summary
 
     return {"name": name, "plugin": reg.plugin, "distribution": reg.distribution, "version": reg.version,
-            **describe(reg.spec)}
+            **summary(reg.spec)}
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:

@@ -207,14 +207,14 @@ class Registry:
             for name, reg in self._collect(hook).items():
                 entry = out.get(reg.plugin)
                 if entry is not None:
-                    entry["provides"].append({"name": name, "type": what, **describe(reg.spec)})
+                    entry["provides"].append({"name": name, "type": what, **summary(reg.spec)})
         for entry in out.values():
             for key in ("kind", "backend"):
                 entry[f"{key}s"] = sorted({p[key] for p in entry["provides"] if key in p})
         return list(out.values())
 
 
-def describe(spec: Any) -> dict[str, Any]:
+def summary(spec: Any) -> dict[str, Any]:
     """A spec as plain data: description, and kind/backend (pruners), path use (datasets), task (models)."""
     info: dict[str, Any] = {"description": getattr(spec, "description", "")}
     for key in ("kind", "backend", "task"):

@@ -39,7 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +48,9 @@ from toolkit.contract import PruneRequest, PruneResult, check_result
 from toolkit.results.measure import sparsity as zero_fraction
 from toolkit.workbench.models import output_layers
 from toolkit.workbench.training import run_steps
+
+if TYPE_CHECKING:
+    from toolkit.plugins import Registry
 
 SIDE = 64
 TOLERANCE = 0.01  # claimed vs measured rate or zero fraction
@@ -186,7 +189,7 @@ def check_pruner(
     *,
     sparsity: float = 0.5,
     onnx: bool = True,
-    registry: Any = None,
+    registry: "Registry | None" = None,
 ) -> list[Checked]:
     """Run the registered pruner ``name`` on each tiny model and check the contract (see the module).
 

@@ -3,8 +3,9 @@
 **Pruning rate.** A structured pruning rate ``r`` is the fraction of *output
 channels* removed from each prunable layer; a prunable layer is every
 convolution (grouped and depthwise ones included) and linear layer except the
-layers that produce the task's classes (``toolkit.workbench.models.output_layers``: the
-segmentation head, a classifier's ``fc``) and layers the caller asks to keep.
+layers that produce the task's classes (``toolkit.workbench.models.output_layers``: what
+the architecture's ``ModelSpec`` names, by default the segmentation head or a
+classifier's ``fc``) and layers the caller asks to keep.
 Layers that must lose the same channels (a residual sum, a concatenation's
 consumer, a depthwise conv and its input, a squeeze-excitation gate) are pruned
 as one group at rate ``r``. With ``global_pruning=True`` the rate is instead
