@@ -248,7 +248,7 @@ class _ModelCheck:
 
     def prune(self, pruner: Any, sparsity: float) -> tuple[float, float]:
         model = copy.deepcopy(self.dense)
-        trainer = SyntheticTrainer()
+        trainer = SyntheticTrainer(batch=1)  # one image a step: enough for scores and schedules, half the cost
         request = PruneRequest(model=model, example_inputs=self.x[:1], sparsity=sparsity, train=trainer,
                                evaluate=trainer.score, ignored_layers=output_layers(model), pruning_steps=2,
                                step_interval=2, seed=0)
@@ -323,7 +323,7 @@ class _ModelCheck:
         before = self.measure(model)
         keeper = keep_masks(model, self.result.masks)
         try:
-            trainer = SyntheticTrainer(lr=0.05, seed=1)
+            trainer = SyntheticTrainer(batch=1, seed=1)
             trainer(model, steps, optimizer=torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
         finally:
             keeper.remove()
