@@ -24,7 +24,6 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from toolkit.workbench.training import run_steps
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("torch", "segmentation_models_pytorch", "torch-pruning", "nni", "onnxruntime", "thop")
@@ -195,39 +194,3 @@ def in_subprocess(fn: Callable[..., Any], args: tuple, timeout: float, threads: 
             proc.terminate()
         proc.join(5)
 
-
-# -- a tiny StepTrainer ----------------------------------------------------------------------
-class SyntheticTrainer:
-    """A ``StepTrainer`` on one fixed random batch with a learnable target.
-
-    Enough for Taylor and movement scores and for the gradual schedules to run;
-    the numbers it gives measure cost and size, not accuracy. Cross-entropy for
-    multi-class outputs, BCE for a single output channel; classifiers (2-D
-    outputs) get random labels.
-    """
-
-    def __init__(self, size: int = 64, batch: int = 2, lr: float = 0.01, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(batch, 3, size, size, generator=g)
-        self.seg_target = (self.x[:, 0] + self.x[:, 1] > 0).long()  # pixels a net can learn
-        self.labels = torch.randint(0, 2, (batch,), generator=g)
-        self.lr = lr
-
-    def loss(self, out: torch.Tensor) -> torch.Tensor:
-        if out.ndim == 2:
-            return nn.functional.cross_entropy(out, self.labels % out.shape[1])
-        if out.shape[1] == 1:
-            return nn.functional.binary_cross_entropy_with_logits(out[:, 0], self.seg_target.float())
-        return nn.functional.cross_entropy(out, self.seg_target % out.shape[1])
-
-    def __call__(
-        self,
-        model: nn.Module,
-        steps: int,
-        *,
-        optimizer: torch.optim.Optimizer | None = None,
-        after_backward: Callable[[nn.Module], None] | None = None,
-        after_step: Callable[[nn.Module, int], None] | None = None,
-    ) -> None:
-        optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=self.lr, momentum=0.5)
-        run_steps(model, optimizer, steps, lambda m: self.loss(m(self.x)), after_backward, after_step)

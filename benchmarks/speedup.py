@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from common import SyntheticTrainer, csv_list, has_onnxruntime, markdown, ort_latency_ms, parser, pct, setup, stopwatch, write_csv
+from common import csv_list, has_onnxruntime, markdown, ort_latency_ms, parser, pct, setup, stopwatch, write_csv
 from toolkit.contract import PruneRequest
 from toolkit.results.measure import count_flops, count_parameters, measure_latency
 from toolkit.workbench.models import create_model, output_layers
 from toolkit.plugins import create_pruner
+from toolkit.testing import SyntheticTrainer
 
 ARCHS = ["unet", "unetplusplus", "fpn", "linknet", "manet"]
 COLUMNS = ["arch", "encoder", "input", "method", "rate", "round_to", "channels_removed_%", "params_M", "params_red_%",

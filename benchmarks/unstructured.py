@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
-from common import SyntheticTrainer, csv_list, markdown, parser, pct, setup, stopwatch, write_csv
+from common import csv_list, markdown, parser, pct, setup, stopwatch, write_csv
 from toolkit.contract import PruneRequest
 from toolkit.results.measure import compressed_bytes, count_parameters, measure_latency, state_dict_bytes
 from toolkit.workbench.models import create_model, output_layers
 from toolkit.plugins import create_pruner
+from toolkit.testing import SyntheticTrainer
 
 MB = 1e6
 COLUMNS = ["arch", "encoder", "input", "method", "target", "sparsity_%", "params_M", "file_MB", "zip_MB",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from toolkit.contract import DataRequest
 from toolkit.workbench.data import list_datasets, load_splits
 from toolkit.workbench.data import synthetic
 
@@ -22,10 +23,12 @@ def test_same_seed_same_pixels_different_seed_different():
 
 
 def test_image_i_does_not_depend_on_how_many_are_made():
-    few, few_masks, _ = synthetic.make_arrays(0, 32, 3)
-    more, more_masks, _ = synthetic.make_arrays(0, 32, 6)
-    np.testing.assert_array_equal(few, more[:3])
-    np.testing.assert_array_equal(few_masks, more_masks[:3])
+    few = synthetic.list_synthetic(DataRequest(None, seed=0, image_size=32, limit=3)).train
+    more = synthetic.list_synthetic(DataRequest(None, seed=0, image_size=32, limit=6)).train
+    assert [r.image.name for r in few] == [r.image.name for r in more[:3]]
+    for a, b in zip(few, more):
+        np.testing.assert_array_equal(np.asarray(a.read_image()), np.asarray(b.read_image()))
+        np.testing.assert_array_equal(a.mask((32, 32)), b.mask((32, 32)))
 
 
 def test_load_splits_is_reproducible_by_seed():

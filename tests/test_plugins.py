@@ -1,62 +1,36 @@
-"""The plugin core as plugin authors and users meet it."""
+"""The plugin core as plugin authors and users meet it: registration, isolation, listing, disabling."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import json
 
 import pytest
 import torch
 from torch import nn
 
 import toolkit
-from toolkit import Option, PruneRequest, PruneResult, PrunerSpec, hookimpl
+from plugin_helpers import installed_plugins, run_cli  # noqa: F401 - installed_plugins is a fixture
+from toolkit import DatasetSpec, ModelSpec, Option, PruneRequest, PruneResult, PrunerSpec, hookimpl
+from toolkit.cli import main
 from toolkit.contract import check_result
 from toolkit.errors import UnknownNameError
-from toolkit.plugins import Registry, get_registry, reset_registry
+from toolkit.plugins import Registry, get_registry
+from toolkit.workbench.data import load_splits
+from toolkit.workbench.models import create_model
 
-HERE = Path(__file__).parent
-BUILTIN = {"fpgm", "l1", "l2", "taylor", "linear", "agp", "movement", "level"}
-
-
-def pip_install(project: Path, target: Path) -> None:
-    """Install a plugin project as a user would, into a private target folder."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(project)],
-        check=True, capture_output=True,
-    )
+BUILTIN = {"fpgm", "l1", "l2", "taylor", "lamp", "random", "linear", "agp", "movement", "level",
+           "nni-l1", "nni-l2", "nni-fpgm"}
+BUILTIN_DATASETS = {"synthetic", "magnetic-tile", "sscs", "nea", "severstal", "folder"}
+BUILTIN_ARCHS = {"unet", "unetplusplus", "fpn", "linknet", "manet", "resnet50", "resnext50_32x4d", "resnet18"}
+SAMPLES = {"pruners": {"sample_magnitude", "bn_scale"}, "datasets": {"pairs"}, "architectures": {"small_unet"}}
 
 
-@pytest.fixture(scope="module")
-def installed_plugins(tmp_path_factory):
-    """The sample and the broken plugin, pip-installed and put on sys.path."""
-    target = tmp_path_factory.mktemp("site")
-    pip_install(HERE / "sample_plugin", target)
-    pip_install(HERE / "broken_plugin", target)
-    sys.path.insert(0, str(target))
-    reset_registry()
-    yield target
-    sys.path.remove(str(target))
-    for mod in ("toolkit_sample_plugin", "toolkit_broken_hook"):
-        sys.modules.pop(mod, None)
-    reset_registry()
-
-
-def run_cli(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if pythonpath:
-        env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, env=env)
-
-
-def test_builtin_pruners_come_through_entry_points():
+def test_builtins_come_through_entry_points():
     registry = Registry()
-    found = {name: reg.distribution for name, reg in registry.pruners.items()}
-    assert BUILTIN <= set(found), f"missing built-ins: {BUILTIN - set(found)}"
-    # Built-ins are loaded from our own distribution's entry points, like any plugin.
-    assert {found[n] for n in BUILTIN} == {"toolkit"}
+    for found, expected in ((registry.pruners, BUILTIN), (registry.datasets, BUILTIN_DATASETS),
+                            (registry.models, BUILTIN_ARCHS)):
+        assert expected <= set(found), f"missing built-ins: {expected - set(found)}"
+        # Built-ins are loaded from our own distribution's entry points, like any plugin.
+        assert {found[n].distribution for n in expected} == {"toolkit"}
     assert not [b for b in registry.broken if b.distribution == "toolkit"]
 
 
@@ -70,28 +44,101 @@ def test_pip_installed_plugin_is_listed_and_usable(installed_plugins):
     assert result.sparsity == pytest.approx(0.5, abs=0.01)
     assert (model[0].weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
     assert (model[2].weight != 0).all(), "ignored layer must stay dense"
+    assert {n: registry.datasets[n].distribution for n in SAMPLES["datasets"]} == {"pairs": "toolkit-sample-structured"}
+    assert registry.models["small_unet"].distribution == "toolkit-sample-structured"
 
 
 def test_broken_plugins_are_isolated(installed_plugins):
     registry = get_registry()
-    broken = {b.plugin: b for b in registry.broken}
-    assert "ImportError: this plugin needs a library" in broken["broken_import"].error
-    assert "RuntimeError: hook failed on purpose" in broken["broken_hook"].error
-    assert "sample_magnitude" in registry.pruners and BUILTIN <= set(registry.pruners)
+    registry.plugins()  # every hook collected
+    errors = [(b.plugin, b.error) for b in registry.broken]
+    for plugin, error in [
+        ("broken_import", "ImportError: this plugin needs a library"),
+        ("broken_exit", "SystemExit: this plugin exits on import"),
+        ("broken_hook", "RuntimeError: hook failed on purpose"),
+        ("broken_hook", "TypeError: register() takes a ModelSpec, got str"),
+        ("broken_hook", "dataset name 'synthetic' already registered by datasets"),
+    ]:
+        assert any(p == plugin and error in e for p, e in errors), (plugin, error, errors)
+    assert BUILTIN | SAMPLES["pruners"] <= set(registry.pruners)
+    assert BUILTIN_ARCHS | SAMPLES["architectures"] <= set(registry.models)
+    assert registry.datasets["synthetic"].plugin == "datasets", "a plugin cannot take over a built-in name"
 
 
-def test_cli_lists_builtin_sample_and_broken(installed_plugins):
-    out = run_cli("plugins", pythonpath=installed_plugins)
+def test_cli_lists_builtin_sample_and_broken(installed_plugins, capsys):
+    out = run_cli("plugins", "--verbose", pythonpath=installed_plugins)  # a fresh process: nothing stops it
     assert out.returncode == 0, out.stderr
-    for name in (*BUILTIN, "sample_magnitude", "toolkit-sample-plugin"):
-        assert name in out.stdout
-    assert "broken plugin broken_import" in out.stdout and "broken plugin broken_hook" in out.stdout
+    for name in (*BUILTIN, *BUILTIN_DATASETS, *BUILTIN_ARCHS, *(n for names in SAMPLES.values() for n in names),
+                 "toolkit-sample-plugin", "toolkit-sample-structured"):
+        assert name in out.stdout, name
+    for plugin in ("broken_import", "broken_exit", "broken_hook"):
+        assert f"broken plugin {plugin}" in out.stdout
+    assert "Traceback (most recent call last)" in out.stdout and "hook failed on purpose" in out.stdout
+    assert "global_pruning=False" in out.stdout, "--verbose lists each pruner's options"
+    assert main(["plugins"]) == 0
+    plain = capsys.readouterr().out
+    assert "broken plugin broken_hook" in plain and "Traceback" not in plain and "global_pruning=False" not in plain
 
 
-def test_unknown_name_lists_known_ones():
-    with pytest.raises(UnknownNameError) as err:
-        get_registry().get("fpgn")
-    assert "unknown pruner 'fpgn'" in str(err.value) and "fpgm" in str(err.value)
+def test_cli_json_describes_every_plugin(installed_plugins, capsys):
+    assert main(["plugins", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    plugins = {p["name"]: p for p in payload["plugins"]}
+    for entry in plugins.values():
+        assert {"name", "distribution", "version", "hooks", "kinds", "backends", "provides"} <= set(entry)
+    sample = plugins["sample_structured"]
+    assert sample["distribution"] == "toolkit-sample-structured" and sample["version"] == "0.1.0"
+    assert sample["hooks"] == ["register_datasets", "register_importances", "register_models"]
+    assert sample["kinds"] == ["structured"] and sample["backends"] == ["torch-pruning"]
+    assert {(p["type"], p["name"]) for p in sample["provides"]} == {
+        ("importance", "bn_scale"), ("dataset", "pairs"), ("architecture", "small_unet")}
+    assert plugins["nni"]["kinds"] == ["unstructured"] and plugins["nni"]["backends"] == ["nni", "toolkit"]
+    assert plugins["smp"]["hooks"] == ["register_models"] and plugins["datasets"]["hooks"] == ["register_datasets"]
+    pruners = {p["name"]: p for p in payload["pruners"]}
+    assert BUILTIN | SAMPLES["pruners"] <= set(pruners)
+    assert pruners["bn_scale"]["kind"] == "structured" and pruners["bn_scale"]["plugin"] == "sample_structured"
+    assert "round_to" in {o["name"] for o in pruners["bn_scale"]["options"]}, "the core's structured options"
+    assert {d["name"] for d in payload["datasets"]} == BUILTIN_DATASETS | SAMPLES["datasets"]
+    assert {a["name"]: a["task"] for a in payload["architectures"]}["resnet50"] == "classification"
+    assert {"broken_import", "broken_exit", "broken_hook"} <= {b["name"] for b in payload["broken"]}
+    assert all("traceback" not in b for b in payload["broken"])
+    assert payload["disabled"] == []
+    assert main(["plugins", "--json", "--verbose"]) == 0
+    tracebacks = {b["name"]: b["traceback"] for b in json.loads(capsys.readouterr().out)["broken"] if b["traceback"]}
+    assert tracebacks["broken_import"].startswith("Traceback") and "needs a library" in tracebacks["broken_import"]
+
+
+def test_disabled_plugins_are_absent_and_the_others_work(installed_plugins, monkeypatch):
+    env = {"TOOLKIT_DISABLE_PLUGINS": "sample, broken_import,broken_exit,broken_hook"}
+    out = run_cli("plugins", "--json", pythonpath=installed_plugins, env=env)
+    assert out.returncode == 0, out.stderr
+    payload = json.loads(out.stdout)
+    assert payload["disabled"] == ["broken_exit", "broken_hook", "broken_import", "sample"]
+    assert payload["broken"] == []
+    names = {p["name"] for p in payload["plugins"]}
+    assert "sample" not in names and "sample_structured" in names
+    assert "sample_magnitude" not in {p["name"] for p in payload["pruners"]}
+    assert BUILTIN | {"bn_scale"} <= {p["name"] for p in payload["pruners"]}
+
+    monkeypatch.setenv("TOOLKIT_DISABLE_PLUGINS", "sample")
+    registry = Registry()
+    with pytest.raises(UnknownNameError, match="unknown pruner 'sample_magnitude'"):
+        registry.get("sample_magnitude")
+    model = create_model("small_unet", num_classes=2)
+    result = registry.create("bn_scale").prune(PruneRequest(model, torch.randn(1, 3, 32, 32), 0.5, ignored_layers=[model.head]))
+    assert result.sparsity == pytest.approx(0.5, abs=0.05) and model.fuse[0].out_channels < 16
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: get_registry().get("fpgn"), ["unknown pruner 'fpgn'", "fpgm", "l1"]),
+    (lambda: create_model("segnet"), ["unknown architecture 'segnet'", "unet", "manet", "resnext50_32x4d"]),
+    (lambda: load_splits("no-such-data"), ["unknown dataset 'no-such-data'", "synthetic", "severstal", "folder"]),
+])
+def test_unknown_name_lists_known_ones(call, says):
+    with pytest.raises(toolkit.errors.UsageError) as err:
+        call()
+    for text in says:
+        assert text in str(err.value)
 
 
 class ToyPruner:
@@ -136,6 +183,12 @@ def test_contract_on_a_toy_pruner(toy_registry):
     assert toy_registry.list("to*") == ["toy"] and toy_registry.list("x*") == []
 
 
-def test_spec_rejects_bad_kind():
+def test_specs_reject_bad_values():
     with pytest.raises(ValueError, match="kind must be one of"):
         PrunerSpec("bad", "sparse", "x", "", ToyPruner)
+    with pytest.raises(ValueError, match="path must be required, optional or none"):
+        DatasetSpec("bad", "", lambda request: None, path="maybe")
+    with pytest.raises(ValueError, match="task must be segmentation or classification"):
+        ModelSpec("bad", "", nn.Identity, task="detection")
+    with pytest.raises(ValueError, match="must be a plain identifier"):
+        ModelSpec("no:colons", "", nn.Identity)

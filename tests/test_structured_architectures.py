@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from toolkit.results.measure import count_flops, count_parameters
-from toolkit.workbench.models import SEGMENTATION_ARCHS, create_model
+from toolkit.workbench.models import create_model, list_models
 from toolkit.pruning import prune_channels
 from toolkit.pruning.importances import GeometricMedianImportance
 from toolkit.pruning.surgery import ChannelSurgery
@@ -34,7 +34,7 @@ def time_limit(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.parametrize("arch", sorted(SEGMENTATION_ARCHS))
+@pytest.mark.parametrize("arch", list_models(task="segmentation"))
 def test_every_segmentation_architecture_prunes_at_half_width(arch):
     torch.manual_seed(0)
     model = create_model(arch, "resnet18", num_classes=2).eval()

@@ -12,7 +12,7 @@ from torch import nn
 from toolkit.results.measure import count_flops, count_parameters, reduction
 from toolkit.workbench.models import create_model
 from toolkit.pruning.importances import GeometricMedianImportance
-from toolkit.pruning.surgery import ChannelSurgery
+from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
 
 X = torch.randn(1, 3, 64, 64)
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -47,9 +47,14 @@ def test_resnet50_reductions_by_rate_and_definition():
         if "keep_residual" in kept_layers(model, definition):  # exactly ResNet's residual stream is kept
             residual = {b.conv3 for b in blocks(model)} | {b.downsample[0] for b in blocks(model) if b.downsample is not None}
             assert residual <= set(surgery.ignored) and not {b.conv1 for b in blocks(model)} & set(surgery.ignored)
+        pruned_only = channel_counts(model, surgery.ignored)  # the layers this definition may prune
         for rate in RATES:
             reached = surgery.step()
-            assert reached == pytest.approx(rate, abs=0.01)
+            assert channel_sparsity(pruned_only, model) == pytest.approx(rate, abs=0.01)
+            # the reported rate counts every layer but the classifier, the ones kept whole too
+            assert reached <= channel_sparsity(pruned_only, model) + 1e-9
+            if definition == "every conv":
+                assert reached == pytest.approx(rate, abs=0.01)
             rows[definition, rate] = (reduction(flops0, count_flops(model, X)), reduction(params0, count_parameters(model)))
         with torch.no_grad():
             assert model(X).shape == (1, 1000)

@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 
 from toolkit.workbench.data import load_splits
 from toolkit.workbench.metrics import iou
-from toolkit.workbench.models import SEGMENTATION_ARCHS, create_model
+from toolkit.workbench.models import create_model, list_models
 from toolkit.workbench.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler, run_steps
 
 TINY = dict(encoder="resnet18", num_classes=4)
@@ -22,7 +22,7 @@ def fixed_batch(n: int = 4, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-@pytest.mark.parametrize("arch", sorted(SEGMENTATION_ARCHS))
+@pytest.mark.parametrize("arch", list_models(task="segmentation"))
 def test_every_architecture_learns_a_fixed_batch(arch):
     torch.manual_seed(0)
     x, y = fixed_batch()

@@ -1,28 +1,40 @@
 """Pruning toolkit for defect and corrosion segmentation models.
 
-Public handles, in the style of timm: ``list_pruners`` / ``create_pruner``;
-for plugin authors the contract (``PrunerSpec``, ``ImportanceSpec``,
-``Option``, ``PruneRequest``, ``PruneResult``, ``hookimpl``) and the
-structured machinery (``ChannelImportance``, ``prune_channels``).
+Public handles, in the style of timm: ``list_pruners`` / ``create_pruner``,
+``list_models`` / ``create_model``, ``list_datasets``; for plugin authors the
+contract (``PrunerSpec``, ``ImportanceSpec``, ``DatasetSpec``, ``ModelSpec``,
+``Option``, ``PruneRequest``, ``PruneResult``, ``DataRequest``, ``Listing``,
+``Record``, ``hookimpl``), the structured machinery (``ChannelImportance``,
+``prune_channels``) and the conformance kit (``toolkit.testing``).
 """
 from typing import Any
 
-from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
+from toolkit.contract import (
+    DataRequest, DatasetSpec, ImportanceSpec, Listing, ModelSpec, Option, PruneRequest, PruneResult, PrunerSpec, Record,
+)
 from toolkit.hookspecs import hookimpl
 from toolkit.plugins import create_pruner, get_registry, list_pruners
 
 __version__ = "0.2.0"
 __all__ = [
     "ChannelImportance",
+    "DataRequest",
+    "DatasetSpec",
     "ImportanceSpec",
+    "Listing",
+    "ModelSpec",
     "Option",
     "PruneRequest",
     "PruneResult",
     "PrunerSpec",
+    "Record",
     "Target",
+    "create_model",
     "create_pruner",
     "get_registry",
     "hookimpl",
+    "list_datasets",
+    "list_models",
     "list_pruners",
     "prune_channels",
 ]
@@ -31,11 +43,14 @@ _LAZY = {
     "ChannelImportance": "toolkit.pruning.importances",
     "prune_channels": "toolkit.pruning.structured",
     "Target": "toolkit.pruning.targets",
+    "create_model": "toolkit.workbench.models",
+    "list_models": "toolkit.workbench.models",
+    "list_datasets": "toolkit.workbench.data",
 }
 
 
 def __getattr__(name: str) -> Any:
-    """Torch-Pruning and thop load only when the structured API is used."""
+    """Torch-Pruning, thop, smp and the data layer load only when used."""
     if name in _LAZY:
         import importlib
 

@@ -7,57 +7,84 @@ exits 130 after whatever finished has been written.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from toolkit.errors import ToolkitError
 
-Command = Callable[[argparse.Namespace], int]
-
-
 # -- plugins ----------------------------------------------------------------------------
+class RegistryHelp(argparse.HelpFormatter):
+    """Fills ``{pruners}``, ``{architectures}`` and ``{datasets}`` in help texts with the
+    registered names, loading the plugins only when help is printed."""
+
+    KNOWN = ("pruners", "architectures", "datasets")
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text and any(f"{{{k}}}" in text for k in self.KNOWN):
+            from toolkit.plugins import get_registry
+            from toolkit.workbench.models import list_models
+
+            registry = get_registry()
+            names = {"pruners": registry.list(), "architectures": list_models(task="segmentation"),
+                     "datasets": list(registry.datasets)}
+            for key in self.KNOWN:
+                text = text.replace(f"{{{key}}}", ", ".join(names[key]))
+        return text
+
+
+def _registered(name: str, reg: Any) -> dict[str, Any]:
+    from toolkit.plugins import summary
+
+    return {"name": name, "plugin": reg.plugin, "distribution": reg.distribution, "version": reg.version,
+            **summary(reg.spec)}
+
+
 def _cmd_plugins(args: argparse.Namespace) -> int:
     import json
 
     from rich.console import Console
     from rich.table import Table
 
-    from toolkit.plugins import get_registry
+    from toolkit.plugins import get_registry, matching
 
     registry = get_registry()
+    plugins = registry.plugins()  # loads every hook: broken plugins are known from here on
+    shown = {
+        "pruners": {n: registry.pruners[n] for n in matching(registry.pruners, args.pattern)},
+        "datasets": {n: registry.datasets[n] for n in matching(registry.datasets, args.pattern)},
+        "architectures": {n: registry.models[n] for n in matching(registry.models, args.pattern)},
+    }
     if args.json:
-        names = set(registry.list(args.pattern))
-        plugins = registry.plugins()
-        for entry in plugins:
-            entry["provides"] = [p for p in entry["provides"] if p["type"] != "pruner" or p["name"] in names]
-        payload = {
-            "pruners": [
-                {"name": n, "kind": r.spec.kind, "backend": r.spec.backend, "plugin": r.plugin,
-                 "distribution": r.distribution, "version": r.version, "description": r.spec.description,
-                 "options": [{"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help,
-                              "choices": list(o.choices) if o.choices else None} for o in r.spec.options]}
-                for n, r in registry.pruners.items() if n in names
-            ],
-            "plugins": plugins,
-            "broken": [{"plugin": b.plugin, "distribution": b.distribution, "error": b.error,
-                        **({"traceback": b.detail} if args.verbose else {})} for b in registry.broken],
-            "disabled": sorted(registry.disabled),
-        }
+        payload: dict[str, Any] = {what: [_registered(n, r) for n, r in found.items()] for what, found in shown.items()}
+        for entry in payload["pruners"]:
+            entry["options"] = [{"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help,
+                                 "choices": list(o.choices) if o.choices else None}
+                                for o in registry.pruners[entry["name"]].spec.options]
+        payload.update(
+            plugins=plugins,
+            broken=[{"name": b.plugin, "distribution": b.distribution, "error": b.error,
+                     **({"traceback": b.detail} if args.verbose else {})} for b in registry.broken],
+            disabled=sorted(registry.disabled),
+        )
         print(json.dumps(payload, indent=2, default=str))
         return 0
-    table = Table(title="pruners", title_justify="left")
-    for col in ("name", "backend", "kind", "distribution"):
-        table.add_column(col, no_wrap=True)  # names must stay whole to be copied
-    table.add_column("description")
-    for name in registry.list(args.pattern):
-        reg = registry.pruners[name]
-        description = reg.spec.description
-        if args.verbose and reg.spec.options:
-            description += "\noptions: " + "; ".join(o.describe() for o in reg.spec.options)
-        table.add_row(name, reg.spec.backend, reg.spec.kind, reg.distribution, description)
     console = Console(width=max(120, Console().width))
-    console.print(table)
+    columns = {"pruners": ("backend", "kind"), "datasets": ("path",), "architectures": ("task",)}
+    for what, found in shown.items():
+        table = Table(title=what, title_justify="left")
+        for col in ("name", *columns[what], "distribution"):
+            table.add_column(col, no_wrap=True)  # names must stay whole to be copied
+        table.add_column("description")
+        for name, reg in found.items():
+            description = reg.spec.description
+            options = getattr(reg.spec, "options", ())
+            if args.verbose and options:
+                description += "\noptions: " + "; ".join(o.describe() for o in options)
+            table.add_row(name, *(str(getattr(reg.spec, c)) for c in columns[what]), reg.distribution, description)
+        console.print(table)
     for broken in registry.broken:
         console.print(f"[red]broken plugin[/red] {broken.plugin} ({broken.distribution}): {broken.error}", markup=True)
         if args.verbose and broken.detail:
@@ -68,12 +95,14 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _add_plugins(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plugins", help="list installed pruner plugins",
-                       description="List every pruner that installed plugins offer, and plugins that failed to load. "
-                                   "TOOLKIT_DISABLE_PLUGINS=name1,name2 skips plugins by name.")
+    p = sub.add_parser("plugins", help="list installed plugins: pruners, datasets, architectures",
+                       description="List every pruner, dataset format and architecture that installed plugins offer "
+                                   "(built-ins included), and plugins that failed to load. "
+                                   "TOOLKIT_DISABLE_PLUGINS=name1,name2 skips plugins by entry-point name.")
     p.add_argument("pattern", nargs="?", help="only names matching this glob, e.g. 'l*'")
     p.add_argument("-v", "--verbose", action="store_true", help="each pruner's options; tracebacks of broken plugins")
-    p.add_argument("--json", action="store_true", help="machine-readable: pruners, plugins and the hooks they use")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable: pruners, datasets, architectures, plugins (hooks, distribution, version), broken")
     p.set_defaults(func=_cmd_plugins)
 
 
@@ -121,8 +150,9 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
 
 def _add_job_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> None:
     p.add_argument("--config", help="TOML file with settings (command-line options override it)")
-    p.add_argument("--arch", help="unet, unetplusplus, fpn, linknet, manet (default fpn)")
-    p.add_argument("--data", help="synthetic (default, generated), magnetic-tile, or FORMAT:PATH / PATH")
+    p.add_argument("--arch", help="architecture: {architectures} (default fpn)")
+    p.add_argument("--data", help="dataset: synthetic (default, generated), magnetic-tile, FORMAT:PATH or a folder; "
+                                  "formats: {datasets}")
     p.add_argument("--seed", type=int, help="seeds the model, the split, the data order and the pruner (default 0)")
     for stage in epochs:
         p.add_argument(f"--epochs-{stage}" if len(epochs) > 1 else "--epochs", dest=f"epochs_{stage}", type=int,
@@ -228,7 +258,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="train (or load) -> prune -> fine-tune one model",
                        description="Run the three-stage pipeline with one pruner plugin and write a run folder with "
                                    "before/after parameters, FLOPs, sparsity, latency, curves and test IoU.")
-    p.add_argument("--plugin", required=True, help="pruner name (see 'toolkit plugins')")
+    p.add_argument("--plugin", required=True, help="pruner: {pruners}")
     p.add_argument("--sparsity", type=float, help="the pruner's own measure in [0, 1): channel rate (structured) "
                                                   "or zero fraction (unstructured); default 0.5")
     p.add_argument("--target", help="or a cost to remove: flops=0.5, params=0.5, latency=0.5 (rate=, sparsity= too)")
@@ -285,11 +315,11 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "then write report.md, results.csv/.tex/.jsonl and plots. Re-running the same command resumes: finished cells are skipped.",
     )
     p.add_argument("--config", help="grid TOML (see benchmarks/grid-*.toml); options below override it")
-    p.add_argument("--plugins", help="comma list of pruners (default fpgm,l1,agp)")
-    p.add_argument("--archs", help="comma list of architectures (default fpn,unet)")
+    p.add_argument("--plugins", help="comma list of pruners (default fpgm,l1,agp): {pruners}")
+    p.add_argument("--archs", help="comma list of architectures (default fpn,unet): {architectures}")
     p.add_argument("--sparsities", help="comma list in each pruner's own measure, e.g. 0.2,0.5,0.9 (default 0.5,0.75)")
     p.add_argument("--targets", help="comma list of cost targets, e.g. flops=0.25,flops=0.5 (alone: no sparsities)")
-    p.add_argument("--datasets", help="comma list of datasets (default synthetic)")
+    p.add_argument("--datasets", help="comma list of datasets (default synthetic), NAME or FORMAT:PATH; formats: {datasets}")
     p.add_argument("--seeds", help="comma list: every cell, dense included, runs once per seed (default 0)")
     p.add_argument("--seed", type=int, help="one seed (same as --seeds N)")
     p.add_argument("--epochs", help="epochs per stage: N, or train,prune,finetune")
@@ -369,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     from toolkit import __version__
 
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=functools.partial(argparse.ArgumentParser, formatter_class=RegistryHelp))
     for add in _subcommand_adders():
         add(sub)
     return parser

@@ -167,8 +167,10 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> JobConfig:
         update(job, {k: v for k, v in source.items() if k.replace("-", "_") in JOB_KEYS}, where)
         update(job.run, {k: v for k, v in source.items() if k.replace("-", "_") not in JOB_KEYS}, where)
     from toolkit.pruning.targets import Target
+    from toolkit.workbench.models import check_segmentation
 
     Target.parse(job.target)  # checked once, here
+    check_segmentation(job.arch)
     job.run.validate()
     return job
 

@@ -1,4 +1,4 @@
-"""What plugins hand the toolkit and what the toolkit hands pruners.
+"""What plugins hand the toolkit and what the toolkit hands them: one spec a hook.
 
 Kept small on purpose, so one shape fits gradual pruners that need training
 steps (linear, AGP, movement) and one-shot ones (FPGM, L1):
@@ -7,18 +7,27 @@ steps (linear, AGP, movement) and one-shot ones (FPGM, L1):
 * ``ImportanceSpec``: only a channel criterion; the core wraps it in its
   structured machinery (dependency graph, rates, cost targets, iterative
   mode, serialization), so a structured method is a few lines;
+* ``DatasetSpec``: a dataset format; it only *lists* ``Record``s (an image
+  and its mask), the core reads them, so every format obeys the same
+  bad-input rules, splits and ``--skip-bad``;
+* ``ModelSpec``: an architecture, built by name; it says which layers give
+  the classes when they are not smp's heads, and the core never prunes them;
 * ``Option``: a typed option with a default. The core checks options against
   the spec before building anything, so plugins do not validate their own.
 
-What the pruner returns is checked and *measured* by the core: the reached
+What a pruner returns is checked and *measured* by the core: the reached
 rate or zero fraction in a results row is the core's measurement, never the
-plugin's claim.
+plugin's claim (``toolkit.testing.check_pruner`` fails a pruner whose claim
+differs).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -87,7 +96,8 @@ class PruneResult:
     ``masks`` maps parameter names to 0/1 tensors for unstructured pruners (the
     zeros are already in the weights); structured pruners return a physically
     smaller model and no masks. ``sparsity`` is what the pruner believes it
-    reached; the core measures its own and fails a row where they disagree.
+    reached: a results row keeps it as ``pruner_claimed`` beside the core's own
+    measurement, which is what every table reports.
     ``from_scratch`` says the weights were re-initialised (a baseline such as
     ``narrow``): the core then trains the model for the whole budget.
     """
@@ -216,6 +226,123 @@ class ImportanceSpec:
     def __post_init__(self) -> None:
         _check_name("importance", self.name)
         object.__setattr__(self, "options", tuple(self.options))
+
+
+# -- datasets ---------------------------------------------------------------------------
+MaskReader = Callable[[tuple[int, int]], np.ndarray]  # (width, height) of the image -> H x W class ids
+PathUse = Literal["required", "optional", "none"]
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a dataset format is asked for: ``--data NAME:PATH`` and the run's settings.
+
+    ``path`` is ``None`` when none was given (only for formats whose spec says
+    ``path="optional"`` or ``"none"``). A format that generates its images
+    (``synthetic``) reads ``seed``, ``image_size`` and ``limit``; one that
+    lists files ignores them, the core subsamples and resizes.
+    """
+
+    path: Path | None
+    seed: int = 0
+    image_size: int = 128
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image and its class-id mask, as a format lists it; the core reads and checks it.
+
+    ``mask`` is the mask file (a grey or indexed PNG of class ids) or a reader
+    ``(width, height) -> class ids`` for any other encoding (run-length codes,
+    colour palettes). ``mask_source`` is what error messages name for the mask
+    (default: the mask file). ``stratum`` is what stratified splits balance
+    (a class folder, a given split: ``"train"``/``"test"``). ``read_image``
+    is for generated data: it returns the picture (a PIL image) and ``image``
+    is then only its name.
+    """
+
+    image: Path
+    mask: Path | MaskReader
+    mask_source: str = ""
+    stratum: str = "all"
+    read_image: Callable[[], Any] | None = None
+
+    @property
+    def where(self) -> str:
+        """The mask as error messages name it."""
+        if self.mask_source:
+            return self.mask_source
+        return str(self.mask) if isinstance(self.mask, Path) else f"mask of {self.image}"
+
+
+@dataclass
+class Listing:
+    """What a format found: records (with a given test split or not), class names, a description.
+
+    ``test`` is the dataset's own test split, or ``None`` for a seeded one.
+    ``class_names`` may be empty: the core then names ids ``class-1``... up to
+    the largest id it reads.
+    """
+
+    train: list[Record]
+    test: list[Record] | None
+    class_names: list[str]
+    description: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset format: ``--data NAME`` / ``--data NAME:PATH``.
+
+    ``listing(DataRequest) -> Listing``: the records, not the pixels; raise
+    ``toolkit.errors.DataError`` naming the file for anything the listing
+    itself finds wrong. ``path`` says whether a path is ``required``,
+    ``optional`` (the format knows where to look) or unused (``none``).
+    ``recognise(folder) -> bool`` lets a bare ``--data PATH`` pick this
+    format. ``binary_class`` names the one foreground class under ``--binary``.
+    """
+
+    name: str
+    description: str
+    listing: Callable[[DataRequest], Listing]
+    path: PathUse = "required"
+    recognise: Callable[[Path], bool] | None = None
+    binary_class: str = "defect"
+
+    def __post_init__(self) -> None:
+        _check_name("dataset", self.name)
+        if self.path not in ("required", "optional", "none"):
+            raise ValueError(f"dataset {self.name!r}: path must be required, optional or none, not {self.path!r}")
+
+
+# -- architectures ------------------------------------------------------------------------
+Task = Literal["segmentation", "classification"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """An architecture: ``--arch NAME``, ``toolkit.workbench.models.create_model(NAME, ...)``.
+
+    ``build(encoder=..., encoder_weights=..., num_classes=..., in_channels=...)``
+    returns a new ``nn.Module``; ``encoder_weights`` is ``None`` (random
+    init), ``"imagenet"`` or a path (``toolkit.workbench.models.smp_model``
+    loads them offline for smp models). ``output_layers(model)`` returns the
+    layers that produce the classes, which no pruner may touch; ``None``
+    means smp's ``segmentation_head`` / ``classification_head`` (or a
+    classifier's ``fc``). ``task`` is what the model predicts.
+    """
+
+    name: str
+    description: str
+    build: Callable[..., nn.Module]
+    output_layers: Callable[[nn.Module], Sequence[nn.Module]] | None = None
+    task: Task = "segmentation"
+
+    def __post_init__(self) -> None:
+        _check_name("architecture", self.name)
+        if self.task not in ("segmentation", "classification"):
+            raise ValueError(f"architecture {self.name!r}: task must be segmentation or classification")
 
 
 def check_result(result: object) -> PruneResult:

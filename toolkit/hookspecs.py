@@ -18,7 +18,7 @@ from typing import Callable
 
 import pluggy
 
-from toolkit.contract import ImportanceSpec, PrunerSpec
+from toolkit.contract import DatasetSpec, ImportanceSpec, ModelSpec, PrunerSpec
 
 PROJECT = "toolkit"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -45,4 +45,28 @@ def register_importances(register: Callable[[ImportanceSpec], None]) -> None:
     keep_residual, iterative mode, measured rate, serialization.
     ``factory(seed=..., **options)`` returns a Torch-Pruning ``Importance``,
     usually a ``toolkit.pruning.ChannelImportance`` subclass.
+    """
+
+
+@hookspec
+def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
+    """Call ``register(DatasetSpec(...))`` once for each dataset format (``--data NAME:PATH``).
+
+    ``listing(DataRequest) -> Listing`` lists ``Record``s (image file plus mask
+    file or mask reader); the core reads them, so every format gets the same
+    bad-input rules (unreadable image, missing mask, size mismatch, class id
+    out of range: one ``DataError`` naming the file, or skipped with
+    ``--skip-bad``), stratified seeded splits, ``--limit`` and ``--binary``.
+    """
+
+
+@hookspec
+def register_models(register: Callable[[ModelSpec], None]) -> None:
+    """Call ``register(ModelSpec(...))`` once for each architecture (``--arch NAME``).
+
+    ``build(encoder=, encoder_weights=, num_classes=, in_channels=)`` returns
+    the dense model; ``create_model`` calls it and the saved pruned model is
+    rebuilt from the same name. ``output_layers(model)`` names the layers that
+    give the classes when they are not smp's heads: the core passes them to
+    every pruner as ``ignored_layers`` and its own surgery never prunes them.
     """

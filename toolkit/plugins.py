@@ -6,7 +6,8 @@ aside as a ``BrokenPlugin`` with its error; the others still load. Plugins
 named in the environment variable ``TOOLKIT_DISABLE_PLUGINS`` (comma list of
 entry-point names, as ``toolkit plugins --json`` shows them) are not loaded at
 all, the escape hatch for a plugin that breaks on import (pytest's
-``-p no:NAME``).
+``-p no:NAME``). A name registered twice keeps its first owner, the built-ins
+always first, and the second plugin is reported broken for it.
 """
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ import importlib.metadata as md
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
 from toolkit import hookspecs
-from toolkit.contract import ImportanceSpec, Pruner, PrunerSpec
+from toolkit.contract import DatasetSpec, ImportanceSpec, ModelSpec, Pruner, PrunerSpec
 from toolkit.errors import UnknownNameError
 
 GROUP = hookspecs.PROJECT
 DISABLE_ENV = "TOOLKIT_DISABLE_PLUGINS"
+OWN_DISTRIBUTION = "toolkit"  # the built-ins' distribution: its names win a clash
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,12 @@ def disabled_from_env() -> set[str]:
 HOOKS: dict[str, tuple[type, str]] = {
     "register_pruners": (PrunerSpec, "pruner"),
     "register_importances": (ImportanceSpec, "importance"),
+    "register_datasets": (DatasetSpec, "dataset"),
+    "register_models": (ModelSpec, "architecture"),
 }
+# A plugin that raises anything but Ctrl-C while loading or registering is broken, never fatal
+# (``SystemExit`` included: a plugin calling ``sys.exit`` on import must not end the CLI).
+PLUGIN_FAILURES = (Exception, SystemExit)
 
 
 class Registry:
@@ -80,7 +87,7 @@ class Registry:
                 # pluggy's own loader, one entry point at a time, so that a
                 # plugin whose import raises cannot hide the others.
                 self.pm.load_setuptools_entrypoints(GROUP, name=ep.name)
-            except Exception as exc:  # noqa: BLE001 - isolate any plugin failure
+            except PLUGIN_FAILURES as exc:  # isolate any plugin failure
                 dist = ep.dist.name if ep.dist else "(unknown)"
                 self._load_broken.append(_broken(ep.name, dist, exc))
         self.broken = list(self._load_broken)
@@ -107,7 +114,10 @@ class Registry:
         spec_type, what = HOOKS[hook]
         dists = self._distributions()
         found: dict[str, Registered] = {}
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+        # Built-ins first: a plugin cannot take over a built-in name, its duplicate is reported instead.
+        impls = sorted(getattr(self.pm.hook, hook).get_hookimpls(),
+                       key=lambda impl: dists.get(impl.plugin_name, ("(local)", ""))[0] != OWN_DISTRIBUTION)
+        for impl in impls:
             plugin = impl.plugin_name
             dist, version = dists.get(plugin, ("(local)", ""))
             specs: list[Any] = []
@@ -116,7 +126,7 @@ class Registry:
                 for spec in specs:
                     if not isinstance(spec, spec_type):
                         raise TypeError(f"register() takes a {spec_type.__name__}, got {type(spec).__name__}")
-            except Exception as exc:  # noqa: BLE001
+            except PLUGIN_FAILURES as exc:
                 self.broken.append(_broken(plugin, dist, exc))
                 continue
             for spec in specs:
@@ -131,6 +141,14 @@ class Registry:
     @property
     def importances(self) -> dict[str, Registered]:
         return self._collect("register_importances")
+
+    @property
+    def datasets(self) -> dict[str, Registered]:
+        return self._collect("register_datasets")
+
+    @property
+    def models(self) -> dict[str, Registered]:
+        return self._collect("register_models")
 
     @property
     def pruners(self) -> dict[str, Registered]:
@@ -150,27 +168,32 @@ class Registry:
 
     # -- lookups -----------------------------------------------------------------
     def get(self, name: str) -> Registered:
-        try:
-            return self.pruners[name]
-        except KeyError:
-            raise UnknownNameError("pruner", name, list(self.pruners)) from None
+        """A pruner by name, or an ``UnknownNameError`` listing the known ones."""
+        return _lookup(self.pruners, "pruner", name)
 
     def importance(self, name: str) -> ImportanceSpec:
-        try:
-            return self.importances[name].spec
-        except KeyError:
-            raise UnknownNameError("importance", name, list(self.importances)) from None
+        return _lookup(self.importances, "importance", name).spec
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return _lookup(self.datasets, "dataset", name).spec
+
+    def model(self, name: str) -> ModelSpec:
+        return _lookup(self.models, "architecture", name).spec
 
     def create(self, name: str, options: Mapping[str, Any] | None = None) -> Pruner:
         """Build a pruner; options are checked against its spec first."""
         return self.get(name).spec.create(options)
 
     def list(self, pattern: str | None = None) -> list[str]:
-        return [n for n in self.pruners if pattern is None or fnmatch.fnmatch(n, pattern)]
+        return matching(self.pruners, pattern)
 
     def plugins(self) -> list[dict[str, Any]]:
-        """One entry per loaded plugin: what it registered with which hooks (``toolkit plugins --json``)."""
-        self.pruners  # noqa: B018 - collect everything so broken plugins are known
+        """One entry per loaded plugin (``toolkit plugins --json``): its entry-point name,
+        distribution and version, the hooks it implements, the pruner kinds and
+        backends it brings, and each thing it registered."""
+        for hook in HOOKS:
+            self._collect(hook)  # so every broken plugin is known
+        self.pruners  # noqa: B018 - and clashes between importances and pruners
         dists = self._distributions()
         out: dict[str, dict[str, Any]] = {}
         for plugin_name, plugin in self.pm.list_name_plugin():
@@ -178,24 +201,42 @@ class Registry:
                 continue
             dist, version = dists.get(plugin_name, ("(local)", ""))
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
-            out[plugin_name] = {"plugin": plugin_name, "distribution": dist, "version": version, "hooks": hooks,
-                                "provides": []}
+            out[plugin_name] = {"name": plugin_name, "distribution": dist, "version": version, "hooks": hooks,
+                                "kinds": [], "backends": [], "provides": []}
         for hook, (_, what) in HOOKS.items():
             for name, reg in self._collect(hook).items():
                 entry = out.get(reg.plugin)
                 if entry is not None:
-                    entry["provides"].append({"name": name, "type": what, **_describe(reg.spec)})
+                    entry["provides"].append({"name": name, "type": what, **summary(reg.spec)})
+        for entry in out.values():
+            for key in ("kind", "backend"):
+                entry[f"{key}s"] = sorted({p[key] for p in entry["provides"] if key in p})
         return list(out.values())
 
 
-def _describe(spec: Any) -> dict[str, Any]:
+def summary(spec: Any) -> dict[str, Any]:
+    """A spec as plain data: description, and kind/backend (pruners), path use (datasets), task (models)."""
     info: dict[str, Any] = {"description": getattr(spec, "description", "")}
-    for key in ("kind", "backend"):
+    for key in ("kind", "backend", "task"):
         if hasattr(spec, key):
             info[key] = getattr(spec, key)
     if isinstance(spec, ImportanceSpec):
         info.update(kind="structured", needs_gradients=spec.needs_gradients)
+    if isinstance(spec, DatasetSpec):
+        info["path"] = spec.path
     return info
+
+
+def matching(names: Iterable[str], pattern: str | None = None) -> list[str]:
+    """The names that match a glob (``"l*"``), all of them without one."""
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def _lookup(found: Mapping[str, Registered], what: str, name: str) -> Registered:
+    try:
+        return found[name]
+    except KeyError:
+        raise UnknownNameError(what, name, list(found)) from None
 
 
 def _broken(plugin: str, dist: str, exc: BaseException) -> BrokenPlugin:
@@ -227,12 +268,3 @@ def list_pruners(pattern: str | None = None) -> list[str]:
 def create_pruner(name: str, options: Mapping[str, Any] | None = None, **kwargs: Any) -> Pruner:
     """A pruner by name, options checked (``create_pruner("fpgm", round_to=8)``)."""
     return get_registry().create(name, {**(options or {}), **kwargs})
-
-
-def parse_names(text: str | Iterable[str], lookup: Callable[[str], Any] | None = None) -> list[str]:
-    """Split a comma list (``"fpgm, l1"``) and check every name is known."""
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    check = lookup or get_registry().get
-    for n in names:
-        check(n)
-    return names

@@ -44,7 +44,7 @@ from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, 
 from toolkit.errors import PruningError, UsageError
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.sensitivity import scan, sensitive_rates
-from toolkit.pruning.surgery import ChannelSurgery, channel_sparsity, prunable_layers
+from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, find_rate, met
 from toolkit.results.measure import cost_of, count_flops, count_parameters, reduction
 
@@ -256,7 +256,7 @@ class ImportancePruner:
                        **{k: v for k, v in surgery_options.items() if k != "max_rate"})
         goal = cost or Target("rate", request.sparsity)
         if goal.kind == "rate":
-            before = {n: _width(m) for n, m in prunable_layers(model, surgery_options["ignored_layers"]).items()}
+            before = channel_counts(model)
 
             def measure(dense: nn.Module, pruned: nn.Module) -> float:
                 return channel_sparsity(before, pruned)
@@ -286,10 +286,6 @@ class ImportancePruner:
     def _floor(self, score0: float) -> float | None:
         floors = [f for f in (self.min_score, None if self.max_drop is None else score0 - self.max_drop) if f is not None]
         return max(floors) if floors else None
-
-
-def _width(m: nn.Module) -> int:
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
 def _record(step: int, rate: float, sparsity: float, model: nn.Module, x: torch.Tensor, score: float | None) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 **Pruning rate.** A structured pruning rate ``r`` is the fraction of *output
 channels* removed from each prunable layer; a prunable layer is every
 convolution (grouped and depthwise ones included) and linear layer except the
-layers that produce the task's classes (``toolkit.workbench.models.output_layers``: the
-segmentation head, a classifier's ``fc``) and layers the caller asks to keep.
+layers that produce the task's classes (``toolkit.workbench.models.output_layers``: what
+the architecture's ``ModelSpec`` names, by default the segmentation head or a
+classifier's ``fc``) and layers the caller asks to keep.
 Layers that must lose the same channels (a residual sum, a concatenation's
 consumer, a depthwise conv and its input, a squeeze-excitation gate) are pruned
 as one group at rate ``r``. With ``global_pruning=True`` the rate is instead
@@ -24,7 +25,9 @@ residual stream) unpruned and prunes only inside blocks, the convention of the
 FPGM paper. The rate that is
 reported (``PruneResult.sparsity``, ``channel_sparsity``) is *measured* on the
 pruned model: ``1 - (remaining output channels) / (original output channels)``
-summed over the prunable layers. Removing a fraction ``r`` of the channels of
+summed over every conv and linear layer but the output layers, the ones kept
+whole included (keep_residual, protect): the same count the core makes of any
+pruner's result, so a kept layer lowers the reached rate. Removing a fraction ``r`` of the channels of
 both a layer's input and output removes about ``1 - (1 - r)**2`` of its weights
 and multiply-accumulates (64% at r = 0.4), less where a layer's input comes
 from a kept layer (the network's first conv, the head).
@@ -76,6 +79,11 @@ def prunable_layers(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict
     """Conv and linear layers whose output channels structured pruning may remove."""
     skip = {id(m) for layer in [*output_layers(model), *ignored] for m in layer.modules()}
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE) and id(m) not in skip}
+
+
+def channel_counts(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, int]:
+    """Output channels of each prunable layer: the ``before`` of ``channel_sparsity``."""
+    return {name: _out_channels(m) for name, m in prunable_layers(model, ignored).items()}
 
 
 def channel_sparsity(before: Mapping[str, int], model: nn.Module) -> float:
@@ -250,12 +258,9 @@ class ChannelSurgery:
             summed = residual_layers(self.pruner.DG, self.pruner.ignored_layers)
             self.pruner.ignored_layers.extend(summed)  # read at every step
             self.ignored.extend(summed)
-        # Layers the forward pass never reaches (e.g. the deep stages of an
-        # smp encoder built with encoder_depth=3) are neither pruned nor counted.
-        traced = self.pruner.DG.module2node
-        self.before = {
-            name: _out_channels(m) for name, m in prunable_layers(model, self.ignored).items() if m in traced
-        }
+        # The rate is counted over every conv/linear layer but the output layers, the
+        # layers kept whole included: the same count the core makes of any pruner's result.
+        self.before = channel_counts(model)
         self.done = 0
 
     def coarse_layers(self) -> list[str]:

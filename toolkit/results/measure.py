@@ -56,13 +56,11 @@ def sparsity(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> float:
 
 @dataclass
 class Latency:
+    """What a results row reports of a latency measurement: the median, and under what conditions."""
+
     median_ms: float
-    mean_ms: float
-    runs: int
-    warmup: int
     threads: int
     input_shape: tuple[int, ...]
-    device: str
 
 
 def measure_latency(
@@ -91,15 +89,7 @@ def measure_latency(
                     torch.cuda.synchronize()
                 if i >= warmup:
                     times.append((time.perf_counter() - start) * 1000)
-        return Latency(
-            median_ms=statistics.median(times),
-            mean_ms=statistics.fmean(times),
-            runs=runs,
-            warmup=warmup,
-            threads=torch.get_num_threads(),
-            input_shape=tuple(x.shape),
-            device=str(device),
-        )
+        return Latency(median_ms=statistics.median(times), threads=torch.get_num_threads(), input_shape=tuple(x.shape))
     finally:
         torch.set_num_threads(previous)
 

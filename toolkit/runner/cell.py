@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.config import RunConfig, write_config
-from toolkit.pruning.surgery import channel_sparsity, prunable_layers
+from toolkit.pruning.surgery import channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, met
 from toolkit.runner.stages import (
     compare_rows, describe, finetune_stage, load_dense, open_workbench, prune_stage, reached, recipe, reinitialise,
-    save_examples, save_model, write_json,
+    save_examples, save_model,
 )
 from toolkit.workbench.training import write_history
 
@@ -85,7 +85,7 @@ def run_cell(
     write_config({**cell.as_row(), "target_kind": target.kind, "plugin_options": options, "run": settings},
                  folder / "config.toml")
     dense_model = load_dense(dense["checkpoint"], wb.splits.num_classes).to(wb.device)
-    channels_before = {name: _out_channels(m) for name, m in prunable_layers(dense_model).items()}
+    channels_before = channel_counts(dense_model)
 
     teacher = dense_model if settings.distill.enabled else None
     pruned = prune_stage(wb, dense_model, cell.plugin, options, target, teacher=teacher)
@@ -137,13 +137,3 @@ def run_cell(
     plot_curves(list(dense.get("history") or []) + row["curves"], folder / "curves.png",
                 title=f"{cell.arch} / {cell.name} @ {target}")
     return row
-
-
-def _out_channels(m: Any) -> int:
-    return m.out_features if hasattr(m, "out_features") else m.out_channels
-
-
-def write_row(row: dict[str, Any], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(row, folder / "result.json")
-

@@ -120,9 +120,16 @@ VARIANT_KEYS = {"plugin", "options", "distill"}
 
 
 def _check_names(grid: GridConfig) -> None:
-    """Unknown pruners and variants, bad options, and targets a pruner cannot take fail before any work."""
+    """Unknown pruners and variants, architectures and datasets, bad options, and targets a pruner
+    cannot take fail before any work."""
     from toolkit.plugins import get_registry
+    from toolkit.workbench.data import parse_source
+    from toolkit.workbench.models import check_segmentation
 
+    for arch in grid.archs:
+        check_segmentation(arch)
+    for dataset in grid.datasets:
+        parse_source(dataset)
     registry = get_registry()
     for name, variant in grid.variants.items():
         if not isinstance(variant, dict) or "plugin" not in variant:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.workbench.data.records import IMAGE_SUFFIXES, Record, find_images, open_image
+from toolkit.contract import Listing, Record
 from toolkit.errors import DataError
+from toolkit.workbench.data.records import CLASS_ID_MODES, IMAGE_SUFFIXES, find_images, open_image
 
 MASK_SUFFIXES = ("", "_mask", "_label", "_gt")
 # Pascal VOC's first colours: what labelme-style tools (and SSCS's colour masks) use
@@ -50,22 +51,22 @@ NEA = FolderFormat(
 )
 
 
-@dataclass
-class Listing:
-    """What a format found: records (with a given test split or not), classes, a description."""
-
-    train: list[Record]
-    test: list[Record] | None
-    class_names: list[str]
-    description: str
-
-
 def _child(folder: Path, *names: str) -> Path | None:
     wanted = {n.lower() for n in names}
     for p in sorted(folder.iterdir()) if folder.is_dir() else []:
         if p.is_dir() and p.name.lower() in wanted:
             return p
     return None
+
+
+def _layout(folder: Path) -> tuple[Path | None, Path | None]:
+    """The images and masks subfolders of ``folder``, where they exist."""
+    return _child(folder, "images", "imgs", "img"), _child(folder, "masks", "mask", "labels", "annotations")
+
+
+def is_folder_dataset(root: Path) -> bool:
+    """``images/`` and ``masks/`` inside, or a ``train/`` split folder: how a bare ``--data PATH`` is recognised."""
+    return all(_layout(root)) or _child(root, "train", "training") is not None
 
 
 def _settings(root: Path, fmt: FolderFormat) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -90,7 +91,7 @@ def _settings(root: Path, fmt: FolderFormat) -> tuple[list[str], list[tuple[int,
 def read_mask(path: Path, palette: list[tuple[int, int, int]]) -> np.ndarray:
     """Class ids from a grey, indexed or colour mask (colours through ``palette``)."""
     im = open_image(path)
-    if im.mode in ("L", "P", "I", "I;16", "1"):
+    if im.mode in CLASS_ID_MODES:
         return np.asarray(im, dtype=np.int64)
     rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
@@ -122,7 +123,7 @@ def _missing(image: Path, masks: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def _records(split_dir: Path, palette: list[tuple[int, int, int]], stratum: str) -> list[Record]:
-    images, masks = _child(split_dir, "images", "imgs", "img"), _child(split_dir, "masks", "mask", "labels", "annotations")
+    images, masks = _layout(split_dir)
     if images is None or masks is None:
         raise DataError(f"{split_dir}: expected folders images/ and masks/ inside (found: "
                         f"{', '.join(sorted(p.name for p in split_dir.iterdir())) or 'nothing'})")

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.workbench.data.folder import Listing
-from toolkit.workbench.data.records import Record, open_image
+from toolkit.contract import Listing, Record
 from toolkit.errors import DataError
+from toolkit.workbench.data.records import open_image
 
 DEFECTS = ["Blowhole", "Break", "Crack", "Fray", "Uneven"]
 CLASS_NAMES = ["background", *(d.lower() for d in DEFECTS)]

@@ -1,35 +1,27 @@
 """Reading one image and its mask, with errors that name the file.
 
-Every format lists ``Record``s; this module turns them into arrays and is the
-one place that decides what "bad input" means: an unreadable or truncated
-image, a missing mask, a mask whose size differs from its image, a class id out
-of range. With ``skip_bad`` a bad record is reported and left out; without it,
-the first one stops the run with a ``DataError``.
+Every format (a ``DatasetSpec``, built-in or a plugin's) lists ``Record``s;
+this module turns them into arrays and is the one place that decides what
+"bad input" means: an unreadable or truncated image, a missing mask, a mask
+whose size differs from its image, a class id out of range. With ``skip_bad``
+a bad record is reported and left out; without it, the first one stops the
+run with a ``DataError``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from toolkit.contract import Record
 from toolkit.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-MaskReader = Callable[[tuple[int, int]], np.ndarray]  # (width, height) of the image -> HxW class ids
-
-
-@dataclass(frozen=True)
-class Record:
-    """One image and how to get its class-id mask at the image's size."""
-
-    image: Path
-    mask: MaskReader
-    mask_source: str  # the mask's file (or CSV rows) for error messages
-    stratum: str = "all"  # what stratified splits balance on (a class, a split)
+CLASS_ID_MODES = ("L", "P", "I", "I;16", "1")  # PIL modes whose values are class ids
 
 
 @dataclass
@@ -54,6 +46,14 @@ def open_image(path: Path, mode: str | None = None) -> Image.Image:
         raise DataError(f"{path}: cannot read image ({exc})") from None
 
 
+def read_class_ids(path: Path) -> np.ndarray:
+    """Class ids from a grey or indexed mask file (a ``Record`` whose mask is a path)."""
+    im = open_image(path)
+    if im.mode not in CLASS_ID_MODES:
+        raise DataError(f"{path}: a {im.mode} mask; save class ids as a grey or indexed PNG")
+    return np.asarray(im, dtype=np.int64)
+
+
 def check_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int, where: Path | str, image: Path) -> np.ndarray:
     """Same size as its image and only known class ids, or a ``DataError`` naming the file."""
     width, height = size
@@ -67,8 +67,9 @@ def check_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int, where:
 
 def read_record(record: Record, size: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Image as size x size x 3 uint8 (bilinear) and mask as size x size class ids (nearest)."""
-    image = open_image(record.image, "RGB")
-    mask = check_mask(record.mask(image.size), image.size, num_classes, record.mask_source, record.image)
+    image = open_image(record.image, "RGB") if record.read_image is None else record.read_image().convert("RGB")
+    ids = read_class_ids(record.mask) if isinstance(record.mask, Path) else record.mask(image.size)
+    mask = check_mask(ids, image.size, num_classes, record.where, record.image)
     image = image.resize((size, size), Image.Resampling.BILINEAR)
     mask = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(image, dtype=np.uint8), np.asarray(mask, dtype=np.uint8)

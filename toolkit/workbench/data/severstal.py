@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.workbench.data.folder import Listing
-from toolkit.workbench.data.records import Record, find_images
+from toolkit.contract import Listing, Record
 from toolkit.errors import DataError
+from toolkit.workbench.data.records import find_images
 
 CLASS_NAMES = ["background", "defect-1", "defect-2", "defect-3", "defect-4"]
 ABOUT = "Severstal steel defect detection (Kaggle 2019): 256x1600 images, 4 defect classes"

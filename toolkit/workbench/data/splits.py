@@ -14,24 +14,14 @@ from typing import Sequence
 
 import numpy as np
 
-from toolkit.workbench.data import folder, magnetic_tile, severstal, synthetic
-from toolkit.workbench.data.dataset import SegmentationDataset, Triple
-from toolkit.workbench.data.folder import Listing
-from toolkit.workbench.data.records import Arrays, Record, read_records
+from toolkit.contract import DataRequest, DatasetSpec, Listing
 from toolkit.errors import DataError, UsageError
+from toolkit.plugins import get_registry
+from toolkit.workbench.data.dataset import SegmentationDataset, Triple
+from toolkit.workbench.data.records import Arrays, read_records
 
 IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
 IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
-
-DATASETS = {
-    "synthetic": "built-in, generated offline: steel with rust of graded severity (4 classes, not real data)",
-    "magnetic-tile": "real magnetic-tile surface defects, 6 classes (found in shared/data or TOOLKIT_DATA_DIR)",
-    "sscs": "SSCS corrosion condition states, 4 classes: sscs:PATH (folder layout)",
-    "nea": "NEA UAV corroded walls, 3 classes: nea:PATH (folder layout)",
-    "severstal": "Severstal steel defects, 4 defect classes: severstal:PATH (train.csv + train_images/)",
-    "folder": "your own: folder:PATH with images/ and masks/ (+ dataset.toml for class names or a palette)",
-}
-_CORROSION = {"synthetic", "sscs", "nea"}
 
 
 @dataclass
@@ -46,28 +36,32 @@ class DatasetSplits:
 
 
 def list_datasets() -> dict[str, str]:
-    return dict(DATASETS)
+    """Every registered dataset format (built-in and plugins') and its description."""
+    return {name: reg.spec.description for name, reg in get_registry().datasets.items()}
 
 
 def parse_source(source: str) -> tuple[str, str | None]:
-    """``NAME``, ``FORMAT:PATH`` or a bare path (format recognised from its files)."""
+    """``NAME``, ``NAME:PATH`` or a bare folder, whose format a registered spec recognises."""
+    registry = get_registry()
+    formats = registry.datasets
     name, sep, rest = source.partition(":")
-    if sep and name in DATASETS and name != "synthetic":
+    if sep and name in formats and formats[name].spec.path != "none":
         return name, rest
-    if source in ("synthetic", "magnetic-tile"):
+    if source in formats:
+        if formats[source].spec.path == "required":
+            raise UsageError(f"dataset {source} needs its folder: --data {source}:PATH")
         return source, None
-    if source in DATASETS:
-        raise UsageError(f"dataset {source} needs its folder: --data {source}:PATH")
     path = Path(source).expanduser()
     if path.is_dir():
-        if (path / "train.csv").is_file():
-            return "severstal", str(path)
-        if (path / "MT_Free").is_dir():
-            return "magnetic-tile", str(path)
-        return "folder", str(path)
+        found = [n for n, reg in formats.items() if reg.spec.recognise is not None and reg.spec.recognise(path)]
+        if len(found) == 1:
+            return found[0], str(path)
+        if found:
+            raise UsageError(f"{path} looks like a dataset of each format {', '.join(found)}: say which, --data FORMAT:PATH")
+        raise UsageError(f"{path}: no dataset format recognises this folder; give --data FORMAT:PATH "
+                         f"(formats: {', '.join(formats)})")
     raise UsageError(
-        f"unknown dataset {source!r}: give synthetic, magnetic-tile, FORMAT:PATH or an existing folder "
-        f"(formats: {', '.join(DATASETS)})"
+        f"unknown dataset {source!r}: give a format name, FORMAT:PATH or an existing folder (formats: {', '.join(formats)})"
     )
 
 
@@ -111,23 +105,25 @@ def subsample(strata: Sequence[str], limit: int, rng: np.random.Generator) -> li
     return sorted(int(i) for i in chosen)
 
 
-def _listing(fmt: str, path: str | None) -> Listing:
-    if fmt == "magnetic-tile":
-        return magnetic_tile.list_magnetic_tile(magnetic_tile.locate(path))
-    assert path is not None
-    root = Path(path).expanduser()
-    if fmt == "severstal":
-        return severstal.list_severstal(root)
-    return folder.list_folder(root, {"sscs": folder.SSCS, "nea": folder.NEA}.get(fmt, folder.FOLDER))
-
-
-def _read(records: list[Record], image_size: int, num_classes: int, skip_bad: bool, label: str) -> tuple[Arrays, list[tuple[str, str]]]:
-    arrays, skipped = read_records(records, image_size, num_classes, skip_bad, label)
-    return arrays, skipped
+def _listing(spec: DatasetSpec, request: DataRequest) -> Listing:
+    """The format's records, checked for what every format must give."""
+    if spec.path == "required" and request.path is not None and not request.path.exists():
+        raise DataError(f"{request.path}: no such folder or file")
+    listing = spec.listing(request)
+    if not isinstance(listing, Listing):
+        raise TypeError(f"dataset {spec.name!r}: listing() must return a toolkit.contract.Listing, got {type(listing).__name__}")
+    if not listing.train:
+        raise DataError(f"{listing.description}: empty dataset, no images found")
+    return listing
 
 
 def _take(a: Arrays, idx: Sequence[int]) -> Arrays:
     return Arrays(a.images[list(idx)], a.masks[list(idx)], [a.names[i] for i in idx], [a.strata[i] for i in idx])
+
+
+def _join(a: Arrays, b: Arrays) -> Arrays:
+    return Arrays(np.concatenate([a.images, b.images]), np.concatenate([a.masks, b.masks]), a.names + b.names,
+                  a.strata + b.strata)
 
 
 def load_splits(
@@ -148,31 +144,29 @@ def load_splits(
     if limit is not None and limit < 3:
         raise UsageError(f"--limit must be at least 3 (train, validation and test need an image each), got {limit}")
     fmt, path = parse_source(source)
+    spec = get_registry().dataset(fmt)
     rng = np.random.default_rng(seed)
-    skipped: list[tuple[str, str]] = []
-    if fmt == "synthetic":
-        images, masks, names = synthetic.make_arrays(seed, image_size, limit or synthetic.DEFAULT_COUNT)
-        everything = Arrays(images, masks, names, ["all"] * len(names))
-        given_test, class_names, description = None, list(synthetic.CLASS_NAMES), synthetic.DESCRIPTION
-    else:
-        listing = _listing(fmt, path)
-        class_names, description = listing.class_names, listing.description
-        records = listing.train + (listing.test or [])
-        if limit is not None and limit < len(records):
-            records = [records[i] for i in subsample([r.stratum for r in records], limit, rng)]
-        budget = len(class_names) or 256  # no class list: read any id, name them after
-        everything, skipped = _read(records, image_size, budget, skip_bad, f"reading {fmt}")
-        if not len(everything.names):
-            raise DataError(f"{description}: empty dataset, every image was bad (see the skipped files)")
-        if not class_names:
-            top = int(everything.masks.max())
-            if top > 32:
-                raise DataError(
-                    f"{description}: masks hold values up to {top}; with no class list that reads as {top + 1} classes. "
-                    "Save masks as class ids 0..N, or list classes (and a palette for colour masks) in dataset.toml"
-                )
-            class_names = ["background", *(f"class-{i}" for i in range(1, max(top, 1) + 1))]
-        given_test = [i for i, s in enumerate(everything.strata) if s == "test"] if listing.test else None
+    request = DataRequest(None if path is None else Path(path).expanduser(), seed, image_size, limit)
+    listing = _listing(spec, request)
+    class_names, description = list(listing.class_names), listing.description
+    parts = [(r, False) for r in listing.train] + [(r, True) for r in listing.test or []]
+    if limit is not None and limit < len(parts):
+        parts = [parts[i] for i in subsample([r.stratum for r, _ in parts], limit, rng)]
+    budget = len(class_names) or 256  # no class list: read any id, name them after
+    train, skipped = read_records([r for r, test in parts if not test], image_size, budget, skip_bad, f"reading {fmt}")
+    test, skipped_test = read_records([r for r, test in parts if test], image_size, budget, skip_bad, f"reading {fmt}")
+    everything, skipped = _join(train, test), skipped + skipped_test
+    if not len(everything.names):
+        raise DataError(f"{description}: empty dataset, every image was bad (see the skipped files)")
+    if not class_names:
+        top = int(everything.masks.max())
+        if top > 32:
+            raise DataError(
+                f"{description}: masks hold values up to {top}; with no class list that reads as {top + 1} classes. "
+                "Save masks as class ids 0..N, or list classes (and a palette for colour masks) in dataset.toml"
+            )
+        class_names = ["background", *(f"class-{i}" for i in range(1, max(top, 1) + 1))]
+    given_test = list(range(len(train.names), len(everything.names)))
     if given_test:
         pool = [i for i in range(len(everything.names)) if i not in set(given_test)]
         test_idx = given_test
@@ -189,7 +183,7 @@ def load_splits(
         )
     if binary:
         everything.masks = (everything.masks > 0).astype(np.uint8)
-        class_names = ["background", "corrosion" if fmt in _CORROSION else "defect"]
+        class_names = ["background", spec.binary_class]
         description += "; binary"
 
     def make(idx: list[int], aug: bool) -> SegmentationDataset:

@@ -10,8 +10,12 @@ seed ``s`` is always the same picture.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
+
+from toolkit.contract import DataRequest, Listing, Record
 
 CLASS_NAMES = ["background", "fair", "poor", "severe"]
 DEFAULT_COUNT = 400
@@ -65,10 +69,27 @@ def make_sample(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarra
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def make_arrays(seed: int, size: int, count: int = DEFAULT_COUNT) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``count`` samples, generated in full (400 at 128 px take about a second)."""
-    images = np.zeros((count, size, size, 3), np.uint8)
-    masks = np.zeros((count, size, size), np.uint8)
+class _Sample:
+    """Image ``index`` of ``seed``, generated once for its picture and its mask."""
+
+    def __init__(self, seed: int, index: int, size: int) -> None:
+        self.seed, self.index, self.size = seed, index, size
+        self._mask: np.ndarray | None = None
+
+    def image(self) -> Image.Image:
+        image, self._mask = make_sample(self.seed, self.index, self.size)
+        return Image.fromarray(image)
+
+    def mask(self, size: tuple[int, int]) -> np.ndarray:
+        mask, self._mask = self._mask, None
+        return mask if mask is not None else make_sample(self.seed, self.index, self.size)[1]
+
+
+def list_synthetic(request: DataRequest) -> Listing:
+    """``limit`` (default 400) generated records at the training size, read like any format's."""
+    count = request.limit or DEFAULT_COUNT
+    records = []
     for i in range(count):
-        images[i], masks[i] = make_sample(seed, i, size)
-    return images, masks, [f"synthetic-{i:04d}" for i in range(count)]
+        sample = _Sample(request.seed, i, request.image_size)
+        records.append(Record(Path(f"synthetic-{i:04d}"), sample.mask, "generated mask", "all", read_image=sample.image))
+    return Listing(records, None, list(CLASS_NAMES), DESCRIPTION)
