@@ -4,8 +4,10 @@ Reads a `toolkit compare` run whose methods are one pruner as it is and its
 recovery variants (distillation, sensitivity-aware rates, iterative pruning:
 see `grid-recovery.toml`), and writes one row per (method, FLOP target):
 mean ± std over seeds of the test mIoU and of its change against each seed's
-dense model, the FLOPs removed, the training steps every row had, and whether
-the issue's goal is met (at most 1 point lost at -50% FLOPs, 3 at -75%).
+dense model *trained for the same total budget* (the `dense` baseline's row
+of that seed; without one, the dense checkpoint, and the table says so), the
+FLOPs removed, the training steps every row had, and whether the issue's goal
+is met (at most 1 point lost at -50% FLOPs, 3 at -75%).
 
     python benchmarks/recovery.py runs/magnetic-tile --methods fpgm,fpgm-distill,fpgm-sensitive,fpgm-iterative
 """
@@ -20,7 +22,7 @@ from common import markdown, parser, setup, write_csv
 
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
 COLUMNS = ["method", "pruner", "target", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
-           "delta_pts_std", "dense_miou", "seeds", "steps", "goal_pts", "goal_met"]
+           "delta_pts_std", "dense_miou", "dense_control", "seeds", "steps", "goal_pts", "goal_met"]
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -42,8 +44,9 @@ def main() -> None:
     args = p.parse_args()
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
-    rows = [r for r in read_rows(args.run_dir) if r.get("status") == "ok" and r.get("target_kind") == "flops"
-            and (methods is None or r["method"] in methods)]
+    every = [r for r in read_rows(args.run_dir) if r.get("status") == "ok"]
+    control = {(r["arch"], r["dataset"], r["seed"]): r["test_iou_pruned"] for r in every if r["plugin"] == "dense"}
+    rows = [r for r in every if r.get("target_kind") == "flops" and (methods is None or r["method"] in methods)]
     if not rows:
         sys.exit(f"error: no finished FLOP-target cells in {args.run_dir}")
     table = []
@@ -54,14 +57,17 @@ def main() -> None:
             if not group:
                 continue
             miou, miou_std = mean_std([r["test_iou_pruned"] for r in group])
-            delta, delta_std = mean_std([100 * r["test_iou_change"] for r in group])
+            reference = [control.get((r["arch"], r["dataset"], r["seed"]), r["test_iou_dense"]) for r in group]
+            delta, delta_std = mean_std([100 * (r["test_iou_pruned"] - ref) for r, ref in zip(group, reference)])
+            same_budget = all((r["arch"], r["dataset"], r["seed"]) in control for r in group)
             goal = GOALS.get(round(target, 2))
             table.append({
                 "method": method, "pruner": group[0]["plugin"], "target": f"flops={target:g}",
                 "flops_reduction_pct": round(100 * statistics.fmean(r["flops_reduction"] for r in group), 1),
                 "test_miou": round(miou, 4), "test_miou_std": round(miou_std, 4),
                 "delta_pts": round(delta, 2), "delta_pts_std": round(delta_std, 2),
-                "dense_miou": round(statistics.fmean(r["test_iou_dense"] for r in group), 4),
+                "dense_miou": round(statistics.fmean(reference), 4),
+                "dense_control": "same budget" if same_budget else "dense checkpoint",
                 "seeds": len(group), "steps": "/".join(str(int(s)) for s in sorted({r["budget_steps"] for r in group})),
                 "goal_pts": goal, "goal_met": None if goal is None else ("yes" if -delta <= goal else "NO"),
             })

@@ -1,5 +1,10 @@
 """Baselines every pruning table needs (Blalock et al. 2020; Liu et al. 2019).
 
+``dense`` prunes nothing: the core then trains the dense model on for the
+prune and fine-tune steps every other cell gets, so the table has the
+unpruned model at the *same total budget* (give it the target 0:
+``plugin_targets = {dense = ["0"]}``).
+
 ``random`` (a channel criterion) lives with the other criteria. ``narrow`` is
 the same architecture made narrower to the pruned shape and trained from
 scratch: it finds the per-layer widths a structured pruner would leave at the
@@ -41,8 +46,21 @@ class NarrowBaseline:
                            meta={"rate": rate, "search": search, "baseline": "narrow: pruned shape, trained from scratch"})
 
 
+class KeepDense:
+    """The dense model as it is: trained on by the core for the same budget as the pruned ones."""
+
+    def prune(self, request: PruneRequest) -> PruneResult:
+        return PruneResult(request.model, "unstructured", "toolkit", 0.0, meta={"baseline": "dense, same budget"})
+
+
 @hookimpl
 def register_pruners(register: Callable[[PrunerSpec], None]) -> None:
+    register(PrunerSpec(
+        "dense", "unstructured", "toolkit",
+        "baseline: nothing pruned, the dense model trained on for the same total budget as every pruned cell "
+        "(use with target 0)",
+        KeepDense,
+    ))
     register(PrunerSpec(
         "narrow", "structured", "toolkit",
         "baseline: the architecture narrowed to the pruned shape, re-initialised and trained from scratch for the "

@@ -84,8 +84,8 @@ def test_a_grid_at_a_flops_target_says_which_methods_reach_it(tmp_path):
     run = {"encoder": "resnet18", "image_size": 64, "limit": 16, "epochs_train": 1, "epochs_prune": 1,
            "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "device": "cpu",
            "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
-    grid = load_grid(None, archs=["fpn"], plugins=["l1", "narrow", "level"], targets=["flops=0.5"],
-                     datasets=["synthetic"], examples=0, run=run)
+    grid = load_grid(None, archs=["fpn"], plugins=["l1", "narrow", "level", "dense"], targets=["flops=0.5"],
+                     plugin_targets={"dense": ["0"]}, datasets=["synthetic"], examples=0, run=run)
     rows = {r["plugin"]: r for r in run_grid(grid, tmp_path).values()}
     assert all(r["status"] == "ok" for r in rows.values()), {p: r.get("error") for p, r in rows.items()}
     assert rows["l1"]["flops_reduction"] == pytest.approx(0.5, abs=0.01) and rows["l1"]["target_met"]
@@ -94,3 +94,5 @@ def test_a_grid_at_a_flops_target_says_which_methods_reach_it(tmp_path):
     assert not rows["level"]["target_met"] and rows["level"]["zero_fraction_pruned"] == pytest.approx(0.5, abs=0.01)
     assert len({r["budget_steps"] for r in rows.values()}) == 1, {p: r["budget_steps"] for p, r in rows.items()}
     assert rows["narrow"]["steps_finetune"] == rows["l1"]["steps_finetune"] + rows["l1"]["steps_train"]
+    dense = rows["dense"]  # the unpruned model trained on for the same budget: the fair control
+    assert dense["params_pruned"] == dense["params_dense"] and dense["target"] == 0.0 and dense["target_met"]

@@ -104,9 +104,11 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     for name, values in grid.plugin_targets.items():
         if not isinstance(values, list) or not values:
             raise UsageError(f"plugin_targets.{name} must be a list of targets, e.g. [\"flops=0.5\"]")
-    for t in [*grid.targets, *(t for ts in grid.plugin_targets.values() for t in ts)]:
+    for t in grid.targets:
         if Target.parse(t).value <= 0:
             raise UsageError(f"target {t} removes nothing")
+    for t in (t for ts in grid.plugin_targets.values() for t in ts):
+        Target.parse(t)  # 0 allowed: the dense baseline's
     if grid.executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {grid.executor!r}")
     if grid.cell_timeout is not None and grid.cell_timeout <= 0:
