@@ -48,7 +48,8 @@ class RunConfig:
     threads: int | None = None  # torch CPU threads per process (None: torch's default)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "RunConfig":
+    def validate(self, here: bool = True) -> "RunConfig":
+        """Check every value; ``here=False`` leaves the device to the machines that will run it (Ray)."""
         if self.limit == 0:
             self.limit = None  # TOML has no null: 0 means every image
         if self.image_size < 64 or self.image_size % 32:
@@ -69,7 +70,8 @@ class RunConfig:
         if self.train.workers < 0:
             raise UsageError(f"workers must be >= 0, got {self.train.workers}")
         check_precision(self.precision)
-        resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
+        if here:
+            resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
         return self
 
 
