@@ -173,15 +173,29 @@ def _connect(ray: Any, address: str | None) -> bool:
     """Join the cluster at ``address`` (``auto``: the running one) or start a local Ray; True if we own it."""
     if ray.is_initialized():
         return False  # the caller's session (a notebook, a test): use it and leave it running
+    hint = "start one with 'ray start --head', or leave --ray-address out for a local Ray"
+    _check_listening(address, hint)
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if address is None:
         kwargs["include_dashboard"] = False
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"cannot reach a Ray cluster at {address!r}: {str(exc).splitlines()[0]} "
-                         "(start one with 'ray start --head', or leave --ray-address out for a local Ray)") from None
+        raise UsageError(f"cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]} ({hint})") from None
     return True
+
+
+def _check_listening(address: str | None, hint: str) -> None:
+    """Ray waits minutes for a HOST:PORT where nothing listens; a plain TCP connect says so at once."""
+    import socket
+
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # none, auto, ray://: Ray's own checks answer quickly
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(f"no Ray cluster answers at {address}: {exc.strerror or exc} ({hint})") from None
 
 
 def _check_cluster(ray: Any, grid: "GridConfig") -> None:
