@@ -51,18 +51,23 @@ def require_ray() -> Any:
 
 
 # -- on the workers ------------------------------------------------------------------------
-class Attempts:
-    """How often each cell has started: Ray re-runs a task whose worker died, and the row says so."""
+def attempts_counter(ray: Any) -> Any:
+    """An actor counting how often each cell has started: Ray re-runs a task whose worker died,
+    and the row says so. Defined in here so Ray ships the class by value and its process
+    imports neither torch nor the toolkit."""
 
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+    class Attempts:
+        def __init__(self) -> None:
+            self.counts: dict[str, int] = {}
 
-    def start(self, key: str) -> int:
-        self.counts[key] = self.counts.get(key, 0) + 1
-        return self.counts[key]
+        def start(self, key: str) -> int:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            return self.counts[key]
 
-    def count(self, key: str) -> int:
-        return self.counts.get(key, 0)
+        def count(self, key: str) -> int:
+            return self.counts.get(key, 0)
+
+    return ray.remote(num_cpus=0)(Attempts)
 
 
 def dense_task(arch: str, dataset: str, seed: int, settings: "RunConfig", examples: int) -> tuple[dict, dict]:
@@ -124,7 +129,7 @@ def run_on_ray(grid: "GridConfig", out_dir: Path, todo: list["Cell"], recorder: 
     try:
         _check_cluster(ray, grid)
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        attempts = ray.remote(num_cpus=0)(Attempts).options(scheduling_strategy=here).remote()
+        attempts = attempts_counter(ray).options(scheduling_strategy=here).remote()
         reserve = {"num_cpus": grid.ray.cpus_per_cell, "num_gpus": grid.ray.gpus_per_cell,
                    "max_retries": grid.ray.max_retries, "scheduling_strategy": "SPREAD"}
         train = ray.remote(dense_task).options(num_returns=2, **reserve)
