@@ -9,7 +9,7 @@ is timed apart, since a cluster is started once for many grids. The step part ti
 forward + backward + SGD step of the research model on random 512x512 batches (the
 data loader is not in it), and evaluation forward passes for the validation epochs.
 
-Run:  .venv/bin/python benchmarks/scaling.py                  # both parts, ~15 min on 2 cores
+Run:  .venv/bin/python benchmarks/scaling.py                  # both parts, ~9 min on 2 cores
       .venv/bin/python benchmarks/scaling.py --part step --step-threads 1,2
 """
 from __future__ import annotations
@@ -142,20 +142,21 @@ def research_estimate(step: dict) -> str:
     """The research grid's training cost at the measured per-step time, as a labelled estimate."""
     r = RESEARCH
     per_epoch, val_batches = TRAIN_IMAGES // r["batch"], -(-VAL_IMAGES // r["batch"])
+    epoch_s = per_epoch * step["train_step_s"] + val_batches * step["eval_batch_s"]
     dense_models = r["archs"] * r["datasets"]
     cells = dense_models * r["pruners"] * r["sparsities"]
     train_epochs, prune_epochs, finetune_epochs = r["epochs"]
     epochs = dense_models * train_epochs + cells * (prune_epochs + finetune_epochs)
-    seconds = epochs * (per_epoch * step["train_step_s"] + val_batches * step["eval_batch_s"])
-    dense_s = train_epochs * (per_epoch * step["train_step_s"] + val_batches * step["eval_batch_s"])
+    critical = (train_epochs + prune_epochs + finetune_epochs) * epoch_s  # a dense model, then one of its cells
     return (
         f"ESTIMATE (not measured): {cells} cells + {dense_models} dense models = {epochs:,} epochs of "
         f"{per_epoch} training steps ({TRAIN_IMAGES} of ~{IMAGES} images per dataset, batch {r['batch']}) and "
-        f"{val_batches} validation batches; at {step['train_step_s']:.2f} s a step and {step['eval_batch_s']:.2f} s "
+        f"{val_batches} validation batches; at {step['train_step_s']:.1f} s a step and {step['eval_batch_s']:.1f} s "
         f"a validation batch ({step['arch']} {step['encoder']}, {step['threads']} thread(s)) that is "
-        f"{seconds / 3600:,.0f} h = {seconds / 86400:,.1f} days on this machine, one process at a time; "
-        f"one dense model alone (the critical path on any number of workers) {dense_s / 3600:,.1f} h. The pruners are "
-        f"unstructured, so pruned steps cost as much as dense ones; UNet++ and MA-Net steps cost more than FPN's."
+        f"{epochs * epoch_s / 3600:,.0f} h = {epochs * epoch_s / 86400:,.0f} days in one process; no number of "
+        f"workers makes it shorter than a dense model and then one of its cells, {critical / 86400:,.1f} days. "
+        f"The pruners are unstructured, so pruned steps cost as much as dense ones; UNet++ and MA-Net steps cost "
+        f"more than FPN's."
     )
 
 
@@ -167,8 +168,8 @@ def main() -> None:
     p.add_argument("--encoder", default="resnet101")
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--steps", type=int, default=3, help="timed training steps (default 3)")
-    p.add_argument("--step-threads", type=csv_list(int), default=[1, 2], help="torch threads for the step (default 1,2)")
+    p.add_argument("--steps", type=int, default=2, help="timed training steps (default 2)")
+    p.add_argument("--step-threads", type=csv_list(int), default=[1], help="torch threads for the step, e.g. 1,2 (default 1)")
     args = p.parse_args()
     line = setup(args)
     rows: list[dict] = []
