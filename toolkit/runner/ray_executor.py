@@ -23,6 +23,7 @@ its worker, the same mechanism as the local executor (``toolkit.runner.isolate``
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import platform
@@ -118,41 +119,62 @@ def _where(cell: "Cell", settings: "RunConfig", attempts: Any) -> dict[str, Any]
 
 # -- on the driver -------------------------------------------------------------------------
 def run_on_ray(grid: "GridConfig", out_dir: Path, todo: list["Cell"], recorder: "Recorder") -> None:
-    from tqdm.auto import tqdm
-
-    from toolkit.runner.grid import cell_dir, dense_dir
-
     ray = require_ray()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     own = _connect(ray, grid.ray.address)
+    pending: dict[Any, tuple] = {}  # ObjectRef -> what to do when it is ready
     try:
         _check_cluster(ray, grid)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         attempts = attempts_counter(ray).options(scheduling_strategy=here).remote()
-        reserve = {"num_cpus": grid.ray.cpus_per_cell, "num_gpus": grid.ray.gpus_per_cell,
-                   "max_retries": grid.ray.max_retries, "scheduling_strategy": "SPREAD"}
-        train = ray.remote(dense_task).options(num_returns=2, **reserve)
-        run = ray.remote(cell_task).options(**reserve)
-        # bars of remote workers would interleave on this terminal; where it runs is not what it computes
-        settings = dataclasses.replace(grid.run, train=dataclasses.replace(grid.run.train, progress=False))
+        pending.update(_submit(ray, grid, out_dir, todo, attempts))
+        _collect(ray, grid, out_dir, pending, recorder, attempts)
+    except BaseException:
+        for ref in pending:  # Ctrl-C: in a session we do not own, nothing else would stop them
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        raise
+    finally:
+        if own:
+            ray.shutdown()
 
-        models: dict[str, Any] = {}  # dense_id -> the object its cells load
-        pending: dict[Any, tuple] = {}  # ObjectRef -> what to do when it is ready
-        for cell in todo:
-            if cell.dense_id not in models:
-                folder = dense_dir(out_dir, cell)
-                models[cell.dense_id] = _saved_dense(ray, folder)
-                if models[cell.dense_id] is None:
-                    model, files = train.remote(cell.arch, cell.dataset, cell.seed, settings, grid.examples)
-                    models[cell.dense_id] = model
-                    pending[model] = ("dense", folder, files)
-            ref = run.remote(cell, settings, models[cell.dense_id], grid.plugin_options.get(cell.plugin, {}),
-                             grid.examples, grid.cell_timeout, attempts)
-            pending[ref] = ("cell", cell, time.perf_counter())
-        models.clear()  # the cells hold their own references; a finished dense model can leave the store
 
-        bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not grid.run.train.progress)
+def _submit(ray: Any, grid: "GridConfig", out_dir: Path, todo: list["Cell"], attempts: Any) -> dict[Any, tuple]:
+    """The task graph: a dense task per model not yet on disk, a cell task per cell taking its result."""
+    from toolkit.runner.grid import dense_dir
+
+    reserve = {"num_cpus": grid.ray.cpus_per_cell, "num_gpus": grid.ray.gpus_per_cell,
+               "max_retries": grid.ray.max_retries, "scheduling_strategy": "SPREAD"}
+    train = ray.remote(dense_task).options(num_returns=2, **reserve)
+    run = ray.remote(cell_task).options(**reserve)
+    # bars of remote workers would interleave on this terminal; where it runs is not what it computes
+    settings = dataclasses.replace(grid.run, train=dataclasses.replace(grid.run.train, progress=False))
+    models: dict[str, Any] = {}  # dense_id -> the object its cells load
+    pending: dict[Any, tuple] = {}
+    for cell in todo:
+        if cell.dense_id not in models:
+            folder = dense_dir(out_dir, cell)
+            models[cell.dense_id] = _saved_dense(ray, folder)
+            if models[cell.dense_id] is None:
+                model, files = train.remote(cell.arch, cell.dataset, cell.seed, settings, grid.examples)
+                models[cell.dense_id] = model
+                pending[model] = ("dense", folder, files)
+        ref = run.remote(cell, settings, models[cell.dense_id], grid.plugin_options.get(cell.plugin, {}),
+                         grid.examples, grid.cell_timeout, attempts)
+        pending[ref] = ("cell", cell, time.perf_counter())
+    return pending  # the cells hold their dense models: once they are done, a model can leave the store
+
+
+def _collect(ray: Any, grid: "GridConfig", out_dir: Path, pending: dict[Any, tuple], recorder: "Recorder",
+             attempts: Any) -> None:
+    """Write each result as it arrives: a dense model's files, a cell's files and then its row."""
+    from tqdm.auto import tqdm
+
+    from toolkit.runner.grid import cell_dir
+
+    cells = sum(what == "cell" for what, *_ in pending.values())
+    with tqdm(total=cells, desc="cells", unit="cell", disable=not grid.run.train.progress) as bar:
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             what, *job = pending.pop(ref)
@@ -168,10 +190,6 @@ def run_on_ray(grid: "GridConfig", out_dir: Path, todo: list["Cell"], recorder: 
             recorder.record(cell, columns, seconds)
             bar.update()
             bar.set_postfix_str(cell.id)
-        bar.close()
-    finally:
-        if own:
-            ray.shutdown()
 
 
 def _connect(ray: Any, address: str | None) -> bool:
