@@ -1,5 +1,16 @@
-"""Session-wide test settings."""
+"""Session-wide test settings, and the fixtures of the executor tests."""
 from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,3 +23,110 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# -- a slow test plugin and a two-node Ray cluster, for the executor tests ------------------
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="session")
+def slow_plugin_dir(tmp_path_factory) -> Path:
+    """tests/slow_plugin pip-installed as a user would, into a folder of its own: child
+    processes and Ray workers find it through PYTHONPATH, where a fixture's registration does not reach."""
+    target = tmp_path_factory.mktemp("slow-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(HERE / "slow_plugin")], check=True, capture_output=True)
+    return target
+
+
+@pytest.fixture
+def slow_plugin(slow_plugin_dir, monkeypatch):
+    """The slow plugin on this process's path (spawned children inherit it) and PYTHONPATH."""
+    from toolkit.plugins import reset_registry
+
+    monkeypatch.syspath_prepend(str(slow_plugin_dir))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(slow_plugin_dir), os.environ.get("PYTHONPATH")])))
+    reset_registry()
+    yield slow_plugin_dir
+    sys.modules.pop("toolkit_slow_plugin", None)
+    reset_registry()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(slow_plugin_dir):
+    """Two Ray nodes of one CPU each on this machine, started as a user would (``ray start``);
+    yields the head's address. Every process they started is killed afterwards, found by
+    process group and by the cluster's own folder (never by name: other Ray clusters may run here)."""
+    # Ray reads its authentication mode once, at import: the same one here and in the cluster, whatever
+    # ~/.ray holds (ray start's default is no token; the cluster listens for one test session only)
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    pytest.importorskip("ray", reason="the Ray tests need ray (pip install 'toolkit[ray]'; the test extra has it)")
+    folder = Path(tempfile.mkdtemp(prefix="tkray-"))  # short: Ray's socket paths must stay under 108 characters
+    (folder / "scratch").mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(slow_plugin_dir), os.environ.get("PYTHONPATH")])),
+           "TMPDIR": str(folder / "scratch"), "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    node = ["--num-cpus", "1", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1",
+            "--object-store-memory", str(300 * 2**20)]
+    started = []
+
+    def start(name: str, *args: str) -> None:
+        log = (folder / f"{name}.log").open("w")
+        started.append(subprocess.Popen([ray_cli, "start", *args, *node], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True))
+
+    try:
+        start("head", "--head", "--port", str(port), "--temp-dir", str(folder), "--include-dashboard", "false",
+              "--dashboard-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()))
+        _wait_for_nodes(f"127.0.0.1:{port}", 1, folder)
+        start("worker", "--address", f"127.0.0.1:{port}", "--dashboard-agent-listen-port", str(_free_port()))
+        _wait_for_nodes(f"127.0.0.1:{port}", 2, folder)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for process in reversed(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        _kill_processes_mentioning(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+def _wait_for_nodes(address: str, n: int, folder: Path, timeout: float = 120) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            host, port = address.split(":")
+            socket.create_connection((host, int(port)), timeout=1).close()
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+            try:
+                if sum(node["Alive"] for node in ray.nodes()) >= n:
+                    return
+            finally:
+                ray.shutdown()
+        time.sleep(1)
+    logs = "\n".join(p.read_text()[-2000:] for p in folder.glob("*.log"))
+    raise RuntimeError(f"the Ray test cluster did not reach {n} node(s) in {timeout:g} s:\n{logs}")
+
+
+def _kill_processes_mentioning(text: str) -> None:
+    """Ray workers that outlived their raylet: their command line names the cluster's folder."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if text.encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)

@@ -58,7 +58,8 @@ class RunConfig:
         overrides = {"prune": self.prune, "finetune": self.finetune}.get(stage) or {}
         return update(dataclasses.replace(self.train), dict(overrides), f"[run.{stage}]")
 
-    def validate(self) -> "RunConfig":
+    def validate(self, here: bool = True) -> "RunConfig":
+        """Check every value; ``here=False`` leaves the device to the machines that will run it (Ray)."""
         if self.limit == 0:
             self.limit = None  # TOML has no null: 0 means every image
         if self.image_size < 64 or self.image_size % 32:
@@ -82,7 +83,8 @@ class RunConfig:
             self.stage_train(stage)  # unknown or mistyped keys fail here
         self.distill.validate()
         check_precision(self.precision)
-        resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
+        if here:
+            resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
         return self
 
 

@@ -113,12 +113,26 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {grid.executor!r}")
     if grid.cell_timeout is not None and grid.cell_timeout <= 0:
         raise UsageError(f"cell_timeout must be a positive number of seconds, got {grid.cell_timeout}")
-    grid.run.validate()
+    if grid.executor == "ray":
+        from toolkit.runner.ray_executor import require_ray
+
+        require_ray()
+        _check_ray(grid.ray)
+    grid.run.validate(here=grid.executor == "local")  # on Ray, the nodes' devices count, not the driver's
     _check_names(grid)
     return grid
 
 
 VARIANT_KEYS = {"plugin", "options", "distill"}
+
+
+def _check_ray(ray: RayConfig) -> None:
+    if ray.cpus_per_cell <= 0:
+        raise UsageError(f"cpus_per_cell must be > 0, got {ray.cpus_per_cell:g}")
+    if ray.gpus_per_cell < 0:
+        raise UsageError(f"gpus_per_cell must be >= 0, got {ray.gpus_per_cell:g}")
+    if ray.max_retries < 0:
+        raise UsageError(f"max_retries must be >= 0, got {ray.max_retries}")
 
 
 def _check_names(grid: GridConfig) -> None:
@@ -250,7 +264,7 @@ class Recorder:
         run = self.grid.run
         return {**cell.as_row(), "options": options_of(self.grid, cell.name), "encoder": run.encoder,
                 "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
-                **self.env}
+                "executor": self.grid.executor, **self.env}
 
     def record(self, cell: Cell, columns: dict[str, Any], seconds: float) -> dict[str, Any]:
         row = {**self.base(cell), **columns, "time_cell_s": seconds}

@@ -2,7 +2,8 @@
 
 Dense models are trained here, in this process; cells run here too, or, with
 ``cell_timeout``, each in a fresh process that is stopped when it runs past
-its limit (``toolkit.runner.isolate``).
+its limit (``toolkit.runner.isolate``). ``run_cell_guarded`` is those rules for
+one cell; the Ray executor's workers call it too.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from toolkit.runner.dense import train_dense
 from toolkit.runner.isolate import call_isolated
 
 if TYPE_CHECKING:
+    from toolkit.config import RunConfig
     from toolkit.runner.grid import GridConfig, Recorder
 
 
@@ -28,27 +30,38 @@ def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "
     for cell in bar:
         bar.set_postfix_str(cell.id)
         t0 = time.perf_counter()
-        try:
-            if cell.dense_id not in dense:
-                try:
-                    dense[cell.dense_id] = train_dense(cell.arch, cell.dataset, cell.seed, grid.run,
-                                                       dense_dir(out_dir, cell), examples=grid.examples)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - every cell of this dense model fails with its reason
-                    dense[cell.dense_id] = exc
-            stats = dense[cell.dense_id]
-            if isinstance(stats, BaseException):
-                raise stats
-            args = (cell, settings_of(grid, cell.name), stats, cell_dir(out_dir, cell))
-            kwargs = {"options": options_of(grid, cell.name), "examples": grid.examples}
-            if grid.cell_timeout:
-                columns = call_isolated(run_cell, *args, timeout=grid.cell_timeout, **kwargs)
-            else:
-                columns = run_cell(*args, **kwargs)
-            columns = {"status": "ok", "error": None, **columns}
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a plugin that raises fails its own row, not the run
-            columns = failed_row(exc, with_traceback=True)
+        if cell.dense_id not in dense:
+            try:
+                dense[cell.dense_id] = train_dense(cell.arch, cell.dataset, cell.seed, grid.run,
+                                                   dense_dir(out_dir, cell), examples=grid.examples)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every cell of this dense model fails with its reason
+                dense[cell.dense_id] = exc
+        stats = dense[cell.dense_id]
+        if isinstance(stats, BaseException):
+            columns = failed_row(stats, with_traceback=True)
+        else:
+            columns = run_cell_guarded(cell, settings_of(grid, cell.name), stats, cell_dir(out_dir, cell),
+                                       options=options_of(grid, cell.name), examples=grid.examples,
+                                       timeout=grid.cell_timeout)
         recorder.record(cell, columns, time.perf_counter() - t0)
+
+
+def run_cell_guarded(cell: Cell, settings: "RunConfig", dense: dict[str, Any], folder: Path, *,
+                     options: dict[str, Any], examples: int, timeout: float | None) -> dict[str, Any]:
+    """A cell's row columns under the grid's rules, on any executor: with ``timeout`` it runs in a
+    child process that is stopped past it; a plugin that raises fails its own row, not the run."""
+    from toolkit.runner.grid import failed_row
+
+    try:
+        if timeout:
+            columns = call_isolated(run_cell, cell, settings, dense, folder, timeout=timeout, options=options,
+                                    examples=examples)
+        else:
+            columns = run_cell(cell, settings, dense, folder, options=options, examples=examples)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reason goes in the row
+        return failed_row(exc, with_traceback=True)
+    return {"status": "ok", "error": None, **columns}
