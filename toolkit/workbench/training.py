@@ -1,6 +1,11 @@
 """Training with the corrosion study's settings: Tversky loss, SGD with momentum,
 cyclical learning rate, validation IoU every epoch with an EMA for the curves.
 
+Other losses, optimisers and schedules (``losses.py``, ``optim.py``), named
+presets of them (``recipes.py``), crops at full resolution
+(``data/crops.py``) and the stuck-class warning (``sanity.py``) live in their
+own modules; this one only calls them.
+
 ``Trainer`` is also the toolkit's ``StepTrainer``: gradual pruners call
 ``trainer(model, steps, after_backward=..., after_step=...)`` to interleave
 their scoring and masking with real optimisation steps.
@@ -13,19 +18,23 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from toolkit.errors import UsageError
+from toolkit.workbench import optim
+from toolkit.workbench.data.crops import RandomCrops
+from toolkit.workbench.losses import count_class_pixels, make_loss, needs_pixel_counts
 from toolkit.workbench.metrics import IoU, IoUMeter
+from toolkit.workbench.sanity import warn_stuck
+from toolkit.workbench.sliding_window import sliding_window_logits
 
 
 @dataclass
@@ -46,6 +55,19 @@ class TrainConfig:
     workers: int = 0
     seed: int = 0
     progress: bool = True
+    # method settings beyond the research's; recipes.py presets them by name
+    recipe: str = "research"  # research | robust: sets the values below, explicit settings override
+    loss: str = "tversky"  # tversky, dice, focal, lovasz, ce, or a sum such as "dice+ce"
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per term, e.g. {dice = 1.0, ce = 0.5}
+    class_weights: list[float] | str = "none"  # for ce/focal: none, auto (inverse-sqrt frequency) or one a class
+    optimizer: str = "sgd"  # sgd | adamw
+    weight_decay: float = 0.0
+    schedule: str = "cyclic"  # cyclic | onecycle | cosine
+    warmup_steps: int = 0  # onecycle/cosine: linear rise from lr_min to lr_max
+    crop_size: int = 0  # train on random crops of this side (images held at image_size); 0 = whole images
+    foreground_crop: float = 0.0  # probability that a crop is centred on a defect pixel
+    eval_window: int = 0  # evaluate in overlapping windows of this side; 0 = whole images
+    zero_iou_patience: int = 5  # warn when a defect class has 0 validation IoU this many epochs; 0 = never
 
 
 def seed_everything(seed: int) -> None:
@@ -70,19 +92,16 @@ def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRa
     return WeightedRandomSampler(weights, num_samples=len(strata), replacement=True, generator=generator)
 
 
-def make_loss(cfg: TrainConfig) -> nn.Module:
-    return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
+def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` (SGD with momentum by default); ``optimizer_cls`` lets NNI pass its traced SGD."""
+    return optim.make_optimizer(model, cfg, optimizer_cls)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type = torch.optim.SGD) -> torch.optim.Optimizer:
-    """SGD with momentum; ``optimizer_cls`` lets NNI pass its traced SGD."""
-    return optimizer_cls(model.parameters(), lr=cfg.lr_min, momentum=cfg.momentum)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.CyclicLR:
-    return torch.optim.lr_scheduler.CyclicLR(
-        optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
-    )
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int = 0
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``cfg.schedule`` over a stage of ``total_steps`` steps (the research's cyclic one ignores it)."""
+    return optim.make_schedule(optimizer, cfg, total_steps)
 
 
 def ema(values: list[float], alpha: float) -> list[float]:
@@ -107,6 +126,7 @@ class EpochRecord:
     val_iou_ema: float
     lr: float
     seconds: float
+    val_iou_per_class: list[float] = field(default_factory=list)  # background first; NaN = absent
 
 
 def run_steps(
@@ -133,10 +153,17 @@ def run_steps(
 class Trainer:
     """Owns the data loaders, loss and optimiser settings of one run."""
 
-    def __init__(self, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: TrainConfig) -> None:
+    def __init__(
+        self, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: TrainConfig,
+        class_names: list[str] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
-        self.loss_fn = make_loss(cfg)
+        self.class_names = class_names
+        counts = count_class_pixels(train_set, num_classes) if needs_pixel_counts(cfg) else None
+        self.loss_fn = make_loss(cfg, counts, num_classes)
+        if cfg.crop_size:
+            train_set = RandomCrops(train_set, cfg.crop_size, cfg.foreground_crop)
         g = torch.Generator().manual_seed(cfg.seed)
         sampler = balanced_sampler(train_set, g) if cfg.sampling == "balanced" else None
         self.train_loader = DataLoader(
@@ -199,7 +226,7 @@ class Trainer:
         model.eval()
         meter = IoUMeter(self.num_classes, self.cfg.include_background)
         for x, y in loader or self.val_loader:
-            meter.update(model(x), y)
+            meter.update(sliding_window_logits(model, x, self.cfg.eval_window) if self.cfg.eval_window else model(x), y)
         return meter.compute()
 
     def score(self, model: nn.Module) -> float:
@@ -224,7 +251,10 @@ class Trainer:
         """
         cfg = self.cfg
         optimizer = optimizer or make_optimizer(model, cfg)
-        scheduler = make_scheduler(optimizer, cfg)
+        steps_per_epoch = len(self.train_loader)
+        if cfg.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+        scheduler = make_scheduler(optimizer, cfg, epochs * steps_per_epoch)
         history: list[EpochRecord] = []
         best = -math.inf
         start = 0
@@ -237,9 +267,6 @@ class Trainer:
             history = [EpochRecord(**h) for h in json.loads(state["history"])]
             best, start = state["best"], state["epoch"]
             torch.set_rng_state(state["rng"])
-        steps_per_epoch = len(self.train_loader)
-        if cfg.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             model.train()
@@ -252,13 +279,16 @@ class Trainer:
                 if after_step:
                     after_step(model, i)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            val = self.evaluate(model).mean
+            result = self.evaluate(model)
+            val = result.mean
             previous = [h.val_iou for h in history] + [val]
             record = EpochRecord(
                 stage, epoch + 1, float(np.mean(losses)) if losses else float("nan"), val,
                 ema(previous, cfg.ema_alpha)[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
+                result.per_class,
             )
             history.append(record)
+            warn_stuck([h.val_iou_per_class for h in history], cfg.zero_iou_patience, self.class_names, stage, cfg.recipe)
             if out_dir:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if not math.isnan(val) and val > best:
