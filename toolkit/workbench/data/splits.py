@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from toolkit.workbench.data import folder, magnetic_tile, severstal, synthetic
+from toolkit.workbench.data import folder, magnetic_tile, severstal, synthetic, thin_lines
 from toolkit.workbench.data.dataset import SegmentationDataset, Triple
 from toolkit.workbench.data.folder import Listing
 from toolkit.workbench.data.records import Arrays, Record, read_records
@@ -25,6 +25,7 @@ IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
 
 DATASETS = {
     "synthetic": "built-in, generated offline: steel with rust of graded severity (4 classes, not real data)",
+    "thin-lines": "built-in, generated offline: dark cracks 1-2 px wide on noise (binary, ~1.5% crack pixels, not real data)",
     "magnetic-tile": "real magnetic-tile surface defects, 6 classes (found in shared/data or TOOLKIT_DATA_DIR)",
     "sscs": "SSCS corrosion condition states, 4 classes: sscs:PATH (folder layout)",
     "nea": "NEA UAV corroded walls, 3 classes: nea:PATH (folder layout)",
@@ -32,6 +33,7 @@ DATASETS = {
     "folder": "your own: folder:PATH with images/ and masks/ (+ dataset.toml for class names or a palette)",
 }
 _CORROSION = {"synthetic", "sscs", "nea"}
+GENERATED = {"synthetic": synthetic, "thin-lines": thin_lines}  # made from the seed, no files
 
 
 @dataclass
@@ -52,9 +54,9 @@ def list_datasets() -> dict[str, str]:
 def parse_source(source: str) -> tuple[str, str | None]:
     """``NAME``, ``FORMAT:PATH`` or a bare path (format recognised from its files)."""
     name, sep, rest = source.partition(":")
-    if sep and name in DATASETS and name != "synthetic":
+    if sep and name in DATASETS and name not in GENERATED:
         return name, rest
-    if source in ("synthetic", "magnetic-tile"):
+    if source in (*GENERATED, "magnetic-tile"):
         return source, None
     if source in DATASETS:
         raise UsageError(f"dataset {source} needs its folder: --data {source}:PATH")
@@ -66,7 +68,7 @@ def parse_source(source: str) -> tuple[str, str | None]:
             return "magnetic-tile", str(path)
         return "folder", str(path)
     raise UsageError(
-        f"unknown dataset {source!r}: give synthetic, magnetic-tile, FORMAT:PATH or an existing folder "
+        f"unknown dataset {source!r}: give synthetic, thin-lines, magnetic-tile, FORMAT:PATH or an existing folder "
         f"(formats: {', '.join(DATASETS)})"
     )
 
@@ -150,10 +152,11 @@ def load_splits(
     fmt, path = parse_source(source)
     rng = np.random.default_rng(seed)
     skipped: list[tuple[str, str]] = []
-    if fmt == "synthetic":
-        images, masks, names = synthetic.make_arrays(seed, image_size, limit or synthetic.DEFAULT_COUNT)
+    if fmt in GENERATED:
+        generator = GENERATED[fmt]
+        images, masks, names = generator.make_arrays(seed, image_size, limit or generator.DEFAULT_COUNT)
         everything = Arrays(images, masks, names, ["all"] * len(names))
-        given_test, class_names, description = None, list(synthetic.CLASS_NAMES), synthetic.DESCRIPTION
+        given_test, class_names, description = None, list(generator.CLASS_NAMES), generator.DESCRIPTION
     else:
         listing = _listing(fmt, path)
         class_names, description = listing.class_names, listing.description
