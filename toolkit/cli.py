@@ -62,11 +62,32 @@ def _add_run_options(p: argparse.ArgumentParser, epochs: tuple[str, ...]) -> Non
     p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (quick runs)")
     p.add_argument("--sampling", choices=["shuffle", "balanced"],
                    help="training draws: shuffle (default) or balanced (each class folder equally often)")
+    _add_method_options(p)
     for stage in epochs:
         p.add_argument(f"--epochs-{stage}" if len(epochs) > 1 else "--epochs", dest=f"epochs_{stage}", type=int,
                        help=f"epochs of the {stage} stage")
     p.add_argument("--out", help="run folder; an existing one is resumed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+METHOD_OPTIONS = {  # training method settings: (type, help); each overrides the recipe's value
+    "recipe": (str, "research or robust (default robust; see toolkit/workbench/recipes.py)"),
+    "loss": (str, "tversky, dice, focal, lovasz, ce, or a sum such as dice+ce"),
+    "class_weights": (str, "for ce/focal: none, auto (inverse-sqrt frequency) or one number a class, e.g. 1,8"),
+    "optimizer": (str, "sgd or adamw"),
+    "schedule": (str, "cyclic, onecycle or cosine"),
+    "lr_min": (float, "lowest learning rate"),
+    "lr_max": (float, "peak learning rate"),
+    "warmup_steps": (int, "onecycle/cosine: steps of linear warm-up"),
+    "crop_size": (int, "train on random crops of this side of images held at --image-size (0 = whole images)"),
+    "foreground_crop": (float, "probability that a crop is centred on a defect pixel"),
+    "eval_window": (int, "evaluate in overlapping windows of this side (0 = whole images)"),
+}
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    for name, (kind, text) in METHOD_OPTIONS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
 
 
 def _config_from(args: argparse.Namespace, **extra: object):
@@ -75,6 +96,7 @@ def _config_from(args: argparse.Namespace, **extra: object):
     train = {k: v for k, v in {
         "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch, "sampling": args.sampling,
         "seed": args.seed, "progress": False if args.no_progress else None,
+        **{name: getattr(args, name) for name in METHOD_OPTIONS},
     }.items() if v is not None}
     overrides = {name: getattr(args, name, None) for name in (
         "arch", "encoder", "encoder_weights", "data", "image_size", "limit", "binary", "skip_bad", "seed",
@@ -115,6 +137,38 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a dense segmentation model", description="Train a dense model and write a run folder (config, metrics CSV/JSON, checkpoints, curve plot).")
     _add_run_options(p, ("train",))
     p.set_defaults(func=_cmd_train)
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from toolkit.config import write_config
+    from toolkit.runner.stages import build_workbench
+    from toolkit.workbench.lr_find import lr_range_test
+    from toolkit.workbench.models import create_model
+
+    cfg = _config_from(args)
+    out = _out_dir(args, f"lr-find-{cfg.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "config.toml")
+    wb = build_workbench(cfg)
+    weights = cfg.encoder_weights if cfg.encoder_weights not in ("none", "") else None
+    model = create_model(cfg.arch, cfg.encoder, weights, num_classes=wb.splits.num_classes)
+    r = lr_range_test(model, wb.trainer, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                      rule=args.rule, out_dir=out)
+    print(f"suggested lr {r.suggestion:.2g} ({r.rule}; steepest {r.steepest_lr:.2g}, min/10 {r.min_loss_lr / 10:.2g}) "
+          f"for {cfg.train.optimizer} with loss {cfg.train.loss}; wrote {r.files['plot']}")
+    return 0
+
+
+def _add_lr_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test (Smith 2015)",
+                       description="Train a copy of the model while the learning rate grows exponentially, "
+                                   "and write the loss curve (lr_find.png, lr_find.json) with a suggested rate.")
+    _add_run_options(p, ())
+    p.add_argument("--steps", type=int, default=100, help="steps of the sweep (default 100)")
+    p.add_argument("--start-lr", type=float, default=1e-7)
+    p.add_argument("--end-lr", type=float, default=1.0)
+    p.add_argument("--rule", choices=["steepest", "min/10"], default="steepest", help="how to pick the suggestion")
+    p.set_defaults(func=_cmd_lr_find)
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
@@ -286,7 +340,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _subcommand_adders() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Every subcommand, in the order ``--help`` lists them."""
-    return [_add_plugins, _add_train, _add_prune, _add_compare, _add_report, _add_export]
+    return [_add_plugins, _add_train, _add_lr_find, _add_prune, _add_compare, _add_report, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

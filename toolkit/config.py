@@ -3,6 +3,11 @@
 Every run writes the config it used (``config.toml``) into its folder, so a
 result can always be traced back to its settings. TOML is parsed with
 ``tomllib``: config text is data, never code.
+
+Training settings start from a recipe (``recipes.py``): the one a TOML or the
+command line names, else ``DEFAULT_RECIPE`` for runs configured here (``toolkit
+train``/``prune``); every setting given explicitly overrides the recipe's,
+whichever layer gives it.
 """
 from __future__ import annotations
 
@@ -16,7 +21,12 @@ from typing import Any
 import tomli_w
 
 from toolkit.errors import UsageError
+from toolkit.workbench.losses import WEIGHT_RULES, check_loss_weights, parse_loss, resolve_class_weights
+from toolkit.workbench.optim import OPTIMIZERS, SCHEDULES, check_choice
+from toolkit.workbench.recipes import apply_recipe
 from toolkit.workbench.training import TrainConfig
+
+DEFAULT_RECIPE = "robust"  # a new dataset's; configs that reproduce the research say recipe = "research"
 
 
 @dataclass
@@ -63,7 +73,40 @@ class RunConfig:
             raise UsageError(f"sampling must be shuffle or balanced, got {self.train.sampling!r}")
         if self.train.batch_size < 1:
             raise UsageError("batch-size must be >= 1")
+        check_train(self.train, self.image_size)
         return self
+
+
+def _check_side(name: str, value: int, image_size: int) -> None:
+    if value and (value < 64 or value % 32 or value > image_size):
+        raise UsageError(f"{name} must be 0 (whole images) or a multiple of 32 from 64 to image-size ({image_size}), got {value}")
+
+
+def check_train(t: TrainConfig, image_size: int) -> None:
+    """The method settings (loss, optimiser, schedule, crops) named and ranged right, before any work."""
+    if not isinstance(t.loss_weights, dict):
+        raise UsageError(f"loss_weights must be a table of term = weight, e.g. {{dice = 1.0, ce = 0.5}}, got {t.loss_weights!r}")
+    check_loss_weights(parse_loss(t.loss), t.loss_weights)
+    if not (isinstance(t.class_weights, str) and t.class_weights.strip().lower() in WEIGHT_RULES):
+        resolve_class_weights(t.class_weights, None)
+    check_choice("optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("schedule", t.schedule, SCHEDULES)
+    if not 0 < t.lr_min <= t.lr_max:
+        raise UsageError(f"learning rates must satisfy 0 < lr-min <= lr-max, got {t.lr_min} and {t.lr_max}")
+    if t.warmup_steps < 0 or t.weight_decay < 0 or t.zero_iou_patience < 0:
+        raise UsageError("warmup-steps, weight-decay and zero-iou-patience must be >= 0")
+    if not 0.0 <= t.foreground_crop <= 1.0:
+        raise UsageError(f"foreground-crop is a probability in [0, 1], got {t.foreground_crop}")
+    _check_side("crop-size", t.crop_size, image_size)
+    _check_side("eval-window", t.eval_window, image_size)
+
+
+def use_recipe(train: TrainConfig, name: str) -> TrainConfig:
+    """Set every value recipe ``name`` presets (``recipes.apply_recipe``)."""
+    for key, value in apply_recipe(str(name)).items():
+        setattr(train, key, value)
+    train.recipe = str(name)
+    return train
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -91,6 +134,9 @@ def update(obj: Any, values: dict[str, Any], where: str = "config") -> Any:
     """Set dataclass fields from plain values, checking names and types."""
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
+    if isinstance(obj, TrainConfig) and "recipe" in values:  # the preset first, the table's own values over it
+        values = dict(values)
+        use_recipe(obj, values.pop("recipe"))
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in names:
@@ -120,10 +166,18 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
+    """Defaults, then the recipe (named by the command line, else the TOML, else ``DEFAULT_RECIPE``),
+    then the TOML's values, then the command line's."""
     cfg = RunConfig()
-    if path:
-        update(cfg, read_toml(path), str(path))
-    update(cfg, {k: v for k, v in overrides.items() if v is not None}, "command line")
+    data = read_toml(path) if path else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    layers = [(data, str(path)), (given, "command line")]
+    named = [layer["train"]["recipe"] for layer, _ in layers if isinstance(layer.get("train"), dict) and "recipe" in layer["train"]]
+    use_recipe(cfg.train, named[-1] if named else DEFAULT_RECIPE)
+    for layer, where in layers:
+        if isinstance(layer.get("train"), dict):
+            layer = {**layer, "train": {k: v for k, v in layer["train"].items() if k != "recipe"}}
+        update(cfg, layer, where)
     return cfg.validate()
 
 
