@@ -112,15 +112,22 @@ def _out_dir(args: argparse.Namespace, name: str):
     return Path(args.out) if args.out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _run_folder(args: argparse.Namespace, command: str):
+    """The run's config and its folder, with the config it used written into it."""
     from toolkit.config import write_config
+
+    cfg = _config_from(args)
+    out = _out_dir(args, f"{command}-{cfg.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(cfg, out / "config.toml")
+    return cfg, out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from toolkit.runner.stages import build_workbench, describe, train_dense, write_json
     from toolkit.results.plots import plot_curves
 
-    cfg = _config_from(args)
-    out = _out_dir(args, f"train-{cfg.arch}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out / "config.toml")
+    cfg, out = _run_folder(args, "train")
     wb = build_workbench(cfg)
     print(f"data: {wb.splits.description}; train/val/test = {len(wb.splits.train)}/{len(wb.splits.val)}/{len(wb.splits.test)}")
     dense = train_dense(wb, out)
@@ -140,15 +147,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
-    from toolkit.config import write_config
     from toolkit.runner.stages import build_workbench
     from toolkit.workbench.lr_find import lr_range_test
     from toolkit.workbench.models import create_model
 
-    cfg = _config_from(args)
-    out = _out_dir(args, f"lr-find-{cfg.arch}")
-    out.mkdir(parents=True, exist_ok=True)
-    write_config(cfg, out / "config.toml")
+    cfg, out = _run_folder(args, "lr-find")
     wb = build_workbench(cfg)
     weights = cfg.encoder_weights if cfg.encoder_weights not in ("none", "") else None
     model = create_model(cfg.arch, cfg.encoder, weights, num_classes=wb.splits.num_classes)

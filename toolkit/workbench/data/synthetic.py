@@ -10,6 +10,8 @@ seed ``s`` is always the same picture.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 from PIL import Image
 
@@ -65,10 +67,12 @@ def make_sample(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarra
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def make_arrays(seed: int, size: int, count: int = DEFAULT_COUNT) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """``count`` samples, generated in full (400 at 128 px take about a second)."""
+def make_arrays(
+    seed: int, size: int, count: int = DEFAULT_COUNT, sample: Callable = make_sample, prefix: str = "synthetic"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``count`` samples of ``sample`` (this module's by default), generated in full (400 at 128 px take about a second)."""
     images = np.zeros((count, size, size, 3), np.uint8)
     masks = np.zeros((count, size, size), np.uint8)
     for i in range(count):
-        images[i], masks[i] = make_sample(seed, i, size)
-    return images, masks, [f"synthetic-{i:04d}" for i in range(count)]
+        images[i], masks[i] = sample(seed, i, size)
+    return images, masks, [f"{prefix}-{i:04d}" for i in range(count)]
