@@ -76,12 +76,14 @@ def centred(losses: list[float], beta: float) -> list[float]:
     return smooth(smooth(losses, beta)[::-1], beta)[::-1]
 
 
-def diverging(smoothed: list[float], factor: float) -> bool:
-    """Four times the best loss, or back above the start once it has clearly fallen."""
-    if len(smoothed) <= 5:
+def diverging(losses: list[float], smoothed: list[float], factor: float, settle: int = 10) -> bool:
+    """Four times the best smoothed loss, or back above the start once it has clearly (by a
+    quarter) fallen. The start is the mean of the first ``settle`` raw losses, not the first
+    one: with rare classes one batch's loss can be twice the next one's."""
+    if len(smoothed) <= settle:
         return False
-    best, first, now = min(smoothed), smoothed[0], smoothed[-1]
-    return now > factor * best or (best < 0.9 * first and now > first)
+    best, start, now = min(smoothed), sum(losses[:settle]) / settle, smoothed[-1]
+    return now > factor * best or (best < 0.75 * start and now > start)
 
 
 def suggest(lrs: list[float], smoothed: list[float], skip: int = 3) -> tuple[float, float]:
@@ -154,7 +156,7 @@ def lr_range_test(
             optimizer.step()
             lrs.append(optimizer.param_groups[0]["lr"])
             losses.append(float(value.detach()))
-            if not math.isfinite(losses[-1]) or diverging(smooth(losses, beta), diverge):
+            if not math.isfinite(losses[-1]) or diverging(losses, smooth(losses, beta), diverge):
                 diverged = True
                 break
             schedule.step()
