@@ -65,3 +65,15 @@ def test_unknown_names_are_usage_errors(field, value, message):
     cfg = TrainConfig(**{field: value})
     with pytest.raises(UsageError, match=message):
         make_schedule(make_optimizer(torch.nn.Linear(2, 2), cfg), cfg, 10)
+
+
+def test_an_unknown_stage_length_keeps_lr_min_for_onecycle_and_cosine():
+    """Gradual pruners take steps a few at a time: no length to lay a cosine over."""
+    for schedule in ("onecycle", "cosine"):
+        cfg = TrainConfig(schedule=schedule, lr_min=1e-4, lr_max=1e-2)
+        opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
+        sched = make_schedule(opt, cfg, 0)
+        for _ in range(5):
+            opt.step()
+            sched.step()
+        assert opt.param_groups[0]["lr"] == 1e-4

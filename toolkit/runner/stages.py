@@ -56,7 +56,7 @@ def build_workbench(cfg: RunConfig) -> Workbench:
     )
     for file, why in splits.skipped:  # --skip-bad: left out, but never silently
         print(f"skipped bad file {file}: {why}", file=sys.stderr)
-    trainer = Trainer(splits.train, splits.val, splits.num_classes, cfg.train, splits.class_names)
+    trainer = Trainer(splits.train, splits.val, splits.num_classes, cfg.train, class_names=splits.class_names)
     example = splits.test[0][0].unsqueeze(0) if len(splits.test) else torch.randn(1, 3, cfg.image_size, cfg.image_size)
     return Workbench(cfg, splits, trainer, example)
 

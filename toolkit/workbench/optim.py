@@ -56,18 +56,23 @@ def warmup_length(cfg: "TrainConfig", total_steps: int) -> int:
     return max(0, min(cfg.warmup_steps, total_steps // 2))
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total_steps: int) -> lr_scheduler.LRScheduler:
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total_steps: int = 0) -> lr_scheduler.LRScheduler:
     """The schedule ``cfg.schedule`` names, over ``total_steps`` steps of one stage.
 
     ``cyclic`` ignores ``warmup_steps`` and ``total_steps`` (its rise from
-    lr_min is its warm-up), so the research's runs are unchanged.
+    lr_min is its warm-up), so the research's runs are unchanged. Where the
+    length is unknown (0: steps handed out a few at a time to a gradual
+    pruner), ``onecycle`` and ``cosine`` cannot be laid out and the rate stays
+    at the optimiser's ``lr_min``.
     """
     name = check_choice("schedule", cfg.schedule, SCHEDULES)
-    total = max(1, int(total_steps))
     if name == "cyclic":
         return lr_scheduler.CyclicLR(
             optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
         )
+    if not total_steps:
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    total = int(total_steps)
     warm = warmup_length(cfg, total)
     if name == "onecycle":
         return lr_scheduler.OneCycleLR(

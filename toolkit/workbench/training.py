@@ -100,7 +100,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type | Non
 def make_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int = 0
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """``cfg.schedule`` over a stage of ``total_steps`` steps (the research's cyclic one ignores it)."""
+    """``cfg.schedule`` over a stage of ``total_steps`` steps (0: unknown, as for a gradual pruner's steps)."""
     return optim.make_schedule(optimizer, cfg, total_steps)
 
 
@@ -154,7 +154,7 @@ class Trainer:
     """Owns the data loaders, loss and optimiser settings of one run."""
 
     def __init__(
-        self, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: TrainConfig,
+        self, train_set: Dataset, val_set: Dataset, num_classes: int, cfg: TrainConfig, *,
         class_names: list[str] | None = None,
     ) -> None:
         self.cfg = cfg
