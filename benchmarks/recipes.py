@@ -8,19 +8,23 @@ over seeds), so a recipe is chosen on a margin, not on a lucky seed. The
 magnetic-tile half of the choice is run with ``toolkit train`` (see
 benchmarks/README.md, "Training recipes").
 
-Run:  .venv/bin/python benchmarks/recipes.py                      (about 15 min on 2 cores)
+Run:  .venv/bin/python benchmarks/recipes.py                      (about 15 min on 2 idle cores)
       .venv/bin/python benchmarks/recipes.py --candidates research,robust --seeds 0,1,2,3,4
+      .venv/bin/python benchmarks/recipes.py --collect runs/mt-*      (table + recipes.csv of toolkit train runs)
 """
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 
-from common import csv_list, markdown, parser, setup, stopwatch, write_csv
+from common import RESULTS, csv_list, machine, markdown, parser, setup, stopwatch, write_csv
 from toolkit.workbench.data import load_splits
 from toolkit.workbench.recipes import apply_recipe
 from toolkit.workbench.training import TrainConfig, Trainer
@@ -78,8 +82,26 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One row per ``toolkit train`` run folder: its method settings, steps and per-class test IoU."""
+    rows = []
+    for run in run_dirs:
+        cfg, metrics = tomllib.loads((run / "config.toml").read_text()), json.loads((run / "metrics.json").read_text())
+        t = cfg["train"]
+        steps = cfg["epochs_train"] * t["max_steps_per_epoch"]
+        row = {"run": run.name, "recipe": t["recipe"], "loss": t["loss"], "class_weights": t["class_weights"],
+               "optimizer": t["optimizer"], "schedule": t["schedule"], "lr": f"{t['lr_min']:g}..{t['lr_max']:g}",
+               "image_size": cfg["image_size"], "crop": t["crop_size"] or "", "fg_crop": t["foreground_crop"] if t["crop_size"] else "",
+               "steps": steps, "batch": t["batch_size"], "test_mIoU": metrics["test_iou"]}
+        row.update({name: v for name, v in zip(metrics["classes"], metrics["test_iou_per_class"])})
+        row["train_min"] = metrics["time_train_s"] / 60
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     p = parser("recipes", __doc__.splitlines()[0])
+    p.set_defaults(csv=None)
     p.add_argument("--candidates", type=csv_list(str), default=list(CANDIDATES))
     p.add_argument("--seeds", type=csv_list(int), default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=150)
@@ -88,7 +110,14 @@ def main() -> None:
     p.add_argument("--images", type=int, default=300, help="generated images (60% train, 16% validation)")
     p.add_argument("--encoder", default="tu-mobilenetv3_small_050", help="smp encoder of the tiny U-Net (depth 3)")
     p.add_argument("--augment", action="store_true", help="the research's augmentation (off: what a recipe learns, faster)")
+    p.add_argument("--collect", type=Path, nargs="+",
+                   help="toolkit train run folders: tabulate them into recipes.csv instead of training")
     args = p.parse_args()
+    if args.collect:
+        rows = collect(args.collect)
+        print(markdown(rows))
+        write_csv(rows, args.csv or RESULTS / "recipes.csv", machine(torch.get_num_threads()))  # toolkit train's threads
+        return
     line = setup(args)
     rows = []
     for name in args.candidates:
@@ -96,7 +125,7 @@ def main() -> None:
             rows.append(run(name, seed, args))
             print(f"{name} seed {seed}: crack IoU {rows[-1]['crack_iou']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)
     print(markdown(summary(rows)))
-    write_csv(rows, args.csv, line)
+    write_csv(rows, args.csv or RESULTS / "recipes-thin-lines.csv", line)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "robust": {
         "loss": "dice+ce", "loss_weights": {}, "class_weights": "none", "tversky_alpha": 0.5, "tversky_beta": 0.5,
         "optimizer": "adamw", "momentum": 0.9, "weight_decay": 1e-4,
-        "schedule": "cosine", "lr_min": 1e-5, "lr_max": 1e-3, "clr_step": 2000, "warmup_steps": 50,
+        "schedule": "cosine", "lr_min": 1e-5, "lr_max": 3e-3, "clr_step": 2000, "warmup_steps": 50,
         "batch_size": 8, "foreground_crop": 0.33,
     },
 }
