@@ -1,4 +1,4 @@
-"""Built-in dataset formats: synthetic, magnetic-tile, sscs, nea, severstal, folder.
+"""Built-in dataset formats: synthetic, thin-lines, magnetic-tile, sscs, nea, severstal, folder.
 
 Registered through ``register_datasets`` exactly as a third-party format would
 be: each only lists records (``toolkit.workbench.data``: one module a
@@ -13,7 +13,7 @@ from typing import Callable
 
 from toolkit.contract import DataRequest, DatasetSpec, Listing
 from toolkit.hookspecs import hookimpl
-from toolkit.workbench.data import folder, magnetic_tile, severstal, synthetic
+from toolkit.workbench.data import folder, magnetic_tile, severstal, synthetic, thin_lines
 
 
 def _folder_format(fmt: folder.FolderFormat) -> Callable[[DataRequest], Listing]:
@@ -38,6 +38,9 @@ def register_datasets(register: Callable[[DatasetSpec], None]) -> None:
     register(DatasetSpec(
         "synthetic", "built-in, generated offline: steel with rust of graded severity (4 classes, not real data)",
         synthetic.list_synthetic, path="none", binary_class="corrosion"))
+    register(DatasetSpec(
+        "thin-lines", "built-in, generated offline: dark cracks 1-2 px wide on noise (binary, ~1.5% crack pixels, not real data)",
+        thin_lines.list_thin_lines, path="none"))
     register(DatasetSpec(
         "magnetic-tile", "real magnetic-tile surface defects, 6 classes (found in shared/data or TOOLKIT_DATA_DIR)",
         _magnetic_tile, path="optional", recognise=lambda p: (p / "MT_Free").is_dir()))

@@ -128,6 +128,6 @@ def test_step_calls_keep_one_optimizer_until_the_parameters_change():
     assert first.state, "no momentum buffers after a step"
     trainer(model, 1)
     assert trainer._optimizer_for(model)[0] is first
-    assert schedule.last_epoch == 2, "the learning-rate schedule goes on across calls"
+    assert schedule.scheduler.last_epoch == 2, "the learning-rate schedule goes on across calls"
     other = copy.deepcopy(model)  # new parameters, as after channel surgery
     assert trainer._optimizer_for(other)[0] is not first

@@ -130,6 +130,23 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for name, (kind, text) in METHOD_OPTIONS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
+
+
+METHOD_OPTIONS = {  # training method settings: (type, help); each overrides the recipe's value
+    "recipe": (str, "research or robust (default robust; see toolkit/workbench/recipes.py)"),
+    "loss": (str, "tversky, dice, focal, lovasz, ce, or a sum such as dice+ce"),
+    "class_weights": (str, "for ce/focal: none, auto (inverse-sqrt frequency) or one number a class, e.g. 1,8"),
+    "optimizer": (str, "sgd or adamw"),
+    "schedule": (str, "cyclic, onecycle or cosine"),
+    "lr_min": (float, "lowest learning rate"),
+    "lr_max": (float, "peak learning rate"),
+    "warmup_steps": (int, "onecycle/cosine: steps of linear warm-up"),
+    "crop_size": (int, "train on random crops of this side of images held at --image-size (0 = whole images)"),
+    "foreground_crop": (float, "probability that a crop is centred on a defect pixel"),
+    "eval_window": (int, "evaluate in overlapping windows of this side (0 = whole images)"),
+}
 
 
 def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = None) -> dict[str, Any]:
@@ -137,6 +154,7 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
     train = {k: v for k, v in {
         "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch, "sampling": args.sampling,
         "workers": args.workers, "pin_memory": args.pin_memory, "progress": False if args.no_progress else None,
+        **{name: getattr(args, name, None) for name in METHOD_OPTIONS},
     }.items() if v is not None}
     run = {name: getattr(args, name, None) for name in (
         "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "device", "precision",
@@ -189,6 +207,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"data: {stats['data_description']}; train/val/test = {train}/{val}/{test}")
     print(f"test mean IoU {stats['test_iou']:.4f}; params {stats['params']:,}; wrote {out}")
     return 0
+
+
+# -- lr-find ----------------------------------------------------------------------------
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from toolkit.config import write_config
+    from toolkit.runner.stages import build_model, open_workbench
+    from toolkit.workbench.lr_find import lr_range_test
+
+    job = _job_from(args)
+    out = _out_dir(args, f"lr-find-{job.arch}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_config(job, out / "config.toml")
+    wb = open_workbench(job.run, job.data, job.seed)
+    model = build_model(job.arch, job.run, wb.splits.num_classes, job.seed)
+    r = lr_range_test(model, wb.trainer("train"), start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps,
+                      rule=args.rule, out_dir=out)
+    t = job.run.train
+    print(f"suggested lr {r.suggestion:.2g} ({r.rule}; steepest {r.steepest_lr:.2g}, min/10 {r.min_loss_lr / 10:.2g}) "
+          f"for {t.optimizer} with loss {t.loss}; wrote {out / 'lr_find.png'}")
+    return 0
+
+
+def _add_lr_find(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lr-find", help="learning-rate range test (Smith 2015)",
+                       description="Train a copy of the model while the learning rate grows exponentially, "
+                                   "and write the loss curve (lr_find.png, lr_find.json) with a suggested rate.")
+    _add_job_options(p, ())
+    p.add_argument("--steps", type=int, default=100, help="steps of the sweep (default 100)")
+    p.add_argument("--start-lr", type=float, default=1e-7)
+    p.add_argument("--end-lr", type=float, default=1.0)
+    p.add_argument("--rule", choices=["steepest", "min/10"], default="steepest", help="how to pick the suggestion")
+    p.set_defaults(func=_cmd_lr_find)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -388,7 +438,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _subcommand_adders() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Every subcommand, in the order ``--help`` lists them."""
-    return [_add_plugins, _add_train, _add_prune, _add_compare, _add_report, _add_export]
+    return [_add_plugins, _add_train, _add_lr_find, _add_prune, _add_compare, _add_report, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,7 +18,12 @@ import tomli_w
 from toolkit.errors import UsageError
 from toolkit.workbench.device import check_precision, resolve_device
 from toolkit.workbench.distill import DistillConfig
+from toolkit.workbench.losses import WEIGHT_RULES, check_loss_weights, parse_loss, resolve_class_weights
+from toolkit.workbench.optim import OPTIMIZERS, SCHEDULES, check_choice
+from toolkit.workbench.recipes import apply_recipe
 from toolkit.workbench.training import TrainConfig
+
+DEFAULT_RECIPE = "robust"  # a new dataset's (chosen from measurements); the research's is recipe = "research"
 
 
 @dataclass
@@ -79,13 +84,57 @@ class RunConfig:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
         if self.train.workers < 0:
             raise UsageError(f"workers must be >= 0, got {self.train.workers}")
+        check_train(self.train, self.image_size)
         for stage in ("prune", "finetune"):
-            self.stage_train(stage)  # unknown or mistyped keys fail here
+            check_train(self.stage_train(stage), self.image_size)  # unknown or mistyped keys fail here
         self.distill.validate()
         check_precision(self.precision)
         if here:
             resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
         return self
+
+
+def _check_side(name: str, value: int, image_size: int) -> None:
+    if value and (value < 64 or value % 32 or value > image_size):
+        raise UsageError(f"{name} must be 0 (whole images) or a multiple of 32 from 64 to image-size ({image_size}), got {value}")
+
+
+def check_train(t: TrainConfig, image_size: int) -> None:
+    """The method settings (loss, optimiser, schedule, crops) named and ranged right, before any work."""
+    if not isinstance(t.loss_weights, dict):
+        raise UsageError(f"loss_weights must be a table of term = weight, e.g. {{dice = 1.0, ce = 0.5}}, got {t.loss_weights!r}")
+    check_loss_weights(parse_loss(t.loss), t.loss_weights)
+    if not (isinstance(t.class_weights, str) and t.class_weights.strip().lower() in WEIGHT_RULES):
+        resolve_class_weights(t.class_weights, None)
+    check_choice("optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("schedule", t.schedule, SCHEDULES)
+    if not 0 < t.lr_min <= t.lr_max:
+        raise UsageError(f"learning rates must satisfy 0 < lr-min <= lr-max, got {t.lr_min} and {t.lr_max}")
+    if t.warmup_steps < 0 or t.weight_decay < 0 or t.zero_iou_patience < 0:
+        raise UsageError("warmup-steps, weight-decay and zero-iou-patience must be >= 0")
+    if not 0.0 <= t.foreground_crop <= 1.0:
+        raise UsageError(f"foreground-crop is a probability in [0, 1], got {t.foreground_crop}")
+    _check_side("crop-size", t.crop_size, image_size)
+    _check_side("eval-window", t.eval_window, image_size)
+
+
+def lay_recipe(train: TrainConfig, name: str) -> TrainConfig:
+    """Set every value recipe ``name`` presets (``recipes.apply_recipe``)."""
+    for key, value in apply_recipe(name).items():
+        setattr(train, key, value)
+    train.recipe = name
+    return train
+
+
+def use_recipe(train: TrainConfig, *layers: dict[str, Any]) -> list[dict[str, Any]]:
+    """Lay the recipe the last of ``layers`` (run-settings tables: a TOML's, then the
+    command line's) names under ``train``, else ``DEFAULT_RECIPE``, and return the
+    layers without it: their explicit values then win over the recipe's, whichever
+    layer gives them."""
+    named = [layer["train"]["recipe"] for layer in layers if isinstance(layer.get("train"), dict) and "recipe" in layer["train"]]
+    lay_recipe(train, str(named[-1]) if named else DEFAULT_RECIPE)
+    return [{**layer, "train": {k: v for k, v in layer["train"].items() if k != "recipe"}}
+            if isinstance(layer.get("train"), dict) else layer for layer in layers]
 
 
 @dataclass
@@ -127,6 +176,9 @@ def update(obj: Any, values: dict[str, Any], where: str = "config") -> Any:
     """Set dataclass fields from plain values, checking names and types."""
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
+    if isinstance(obj, TrainConfig) and "recipe" in values:  # the preset first, the table's own values over it
+        values = dict(values)
+        lay_recipe(obj, str(values.pop("recipe")))
     for key, value in values.items():
         name = key.replace("-", "_")
         if name not in names:
@@ -165,6 +217,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> JobConfig:
     if "sparsity" in values and "target" not in values:
         values["target"] = str(values.pop("sparsity"))
     given = {k: v for k, v in overrides.items() if v is not None}
+    values, given = use_recipe(job.run.train, values, given)
     for source, where in ((values, str(path)), (given, "command line")):
         update(job, {k: v for k, v in source.items() if k.replace("-", "_") in JOB_KEYS}, where)
         update(job.run, {k: v for k, v in source.items() if k.replace("-", "_") not in JOB_KEYS}, where)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from toolkit.config import RunConfig, read_toml, update
+from toolkit.config import RunConfig, read_toml, update, use_recipe
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.store import finished, write_results
@@ -70,9 +70,6 @@ def demo_run_config() -> RunConfig:
     cfg = RunConfig(encoder="resnet18", image_size=64, limit=120, epochs_train=3, epochs_prune=1,
                     epochs_finetune=2, pruning_steps=4, latency_runs=5)
     cfg.train.max_steps_per_epoch = 12
-    cfg.train.lr_min = 1e-3
-    cfg.train.clr_step = 20
-    cfg.train.momentum = 0.9
     return cfg
 
 
@@ -84,6 +81,7 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     update(grid, data, str(path))
     update(grid.run, run_values, f"{path}: [run]")
     run_overrides = overrides.pop("run", {}) or {}
+    run_values, run_overrides = use_recipe(grid.run.train, run_values, run_overrides)
     given = {k: v for k, v in overrides.items() if v is not None}
     update(grid, given, "command line")
     update(grid.run, {k: v for k, v in run_overrides.items() if v is not None}, "command line")

@@ -50,8 +50,10 @@ class Workbench:
         """A fresh trainer for one stage, with the stage's settings; its randomness is
         ``derive(seed, stage)``, the same for every cell of the seed. With a ``teacher`` and
         ``distill.enabled`` its loss distils the teacher into the model it trains."""
+        stage_steps = max(1, self.settings.epochs_prune * self.steps_per_epoch) if stage == "prune" else 0
         trainer = Trainer(self.splits.train, self.splits.val, self.splits.num_classes, self.settings.stage_train(stage),
-                          seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision)
+                          seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision,
+                          class_names=self.splits.class_names, stage_steps=stage_steps)
         if teacher is not None and self.settings.distill.enabled:
             from toolkit.workbench.distill import distillation_objective
 

@@ -4,6 +4,11 @@ cyclical learning rate, validation IoU every epoch with an EMA for the curves.
 ``Trainer`` is also the toolkit's ``StepTrainer``: gradual pruners call
 ``trainer(model, steps, after_backward=..., after_step=...)`` to interleave
 their scoring and masking with real optimisation steps.
+
+Other losses, optimisers and schedules (``losses.py``, ``optim.py``), named
+presets of them (``recipes.py``), crops at full resolution
+(``data/crops.py``) and the stuck-class warning (``sanity.py``) live in their
+own modules; this one only calls them.
 """
 from __future__ import annotations
 
@@ -12,20 +17,24 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from toolkit.errors import UsageError
+from toolkit.workbench import optim
+from toolkit.workbench.data.crops import RandomCrops
 from toolkit.workbench.device import autocast, grad_scaler
+from toolkit.workbench.losses import count_class_pixels, make_loss, needs_pixel_counts
 from toolkit.workbench.metrics import IoU, IoUMeter
+from toolkit.workbench.sanity import warn_stuck
+from toolkit.workbench.sliding_window import sliding_window_logits
 from toolkit.workbench.seeding import derive, seed_worker
 
 
@@ -47,6 +56,19 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes
     pin_memory: bool = False  # page-locked batches, faster copies to a GPU
     progress: bool = True
+    # method settings beyond the research's; recipes.py presets them by name
+    recipe: str = "research"  # research | robust: sets the values below, explicit settings override
+    loss: str = "tversky"  # tversky, dice, focal, lovasz, ce, or a sum such as "dice+ce"
+    loss_weights: dict[str, float] = field(default_factory=dict)  # per term, e.g. {dice = 1.0, ce = 0.5}
+    class_weights: list[float] | str = "none"  # for ce/focal: none, auto (inverse-sqrt frequency) or one a class
+    optimizer: str = "sgd"  # sgd | adamw
+    weight_decay: float = 0.0
+    schedule: str = "cyclic"  # cyclic | onecycle | cosine
+    warmup_steps: int = 0  # onecycle/cosine: linear rise from lr_min to lr_max
+    crop_size: int = 0  # train on random crops of this side (images held at image_size); 0 = whole images
+    foreground_crop: float = 0.0  # probability that a crop is centred on a defect pixel
+    eval_window: int = 0  # evaluate in overlapping windows of this side; 0 = whole images
+    zero_iou_patience: int = 5  # warn when a defect class has 0 validation IoU this many epochs; 0 = never
 
 
 def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
@@ -65,19 +87,32 @@ def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRa
     return WeightedRandomSampler(weights, num_samples=len(strata), replacement=True, generator=generator)
 
 
-def make_loss(cfg: TrainConfig) -> nn.Module:
-    return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
+def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type | None = None) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` (SGD with momentum by default); ``optimizer_cls`` lets NNI pass its traced SGD."""
+    return optim.make_optimizer(model, cfg, optimizer_cls)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type = torch.optim.SGD) -> torch.optim.Optimizer:
-    """SGD with momentum; ``optimizer_cls`` lets NNI pass its traced SGD."""
-    return optimizer_cls(model.parameters(), lr=cfg.lr_min, momentum=cfg.momentum)
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int = 0
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``cfg.schedule`` over a stage of ``total_steps`` steps (0: unknown; one-cycle and cosine then hold lr_min)."""
+    return optim.make_schedule(optimizer, cfg, total_steps)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.CyclicLR:
-    return torch.optim.lr_scheduler.CyclicLR(
-        optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
-    )
+class BoundedSchedule:
+    """Steps a schedule at most ``total`` times (0: without end), then holds its last rate.
+
+    Step-wise training (a gradual or iterative pruner calling the trainer a few
+    steps at a time) may take a few more steps than the stage was laid out
+    for; one-cycle refuses those and cosine would climb again."""
+
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler, total: int) -> None:
+        self.scheduler, self.total, self.done = scheduler, total, 0
+
+    def step(self) -> None:
+        if not self.total or self.done < self.total:
+            self.scheduler.step()
+            self.done += 1
 
 
 def ema(values: list[float], alpha: float) -> list[float]:
@@ -102,6 +137,7 @@ class EpochRecord:
     val_iou_ema: float
     lr: float
     seconds: float
+    val_iou_per_class: list[float] = field(default_factory=list)  # background first; NaN = absent
 
 
 def run_steps(
@@ -155,6 +191,8 @@ class Trainer:
     resumed stage repeats exactly what an uninterrupted one would have done.
     ``objective(model, x, y)`` is the loss of one batch; by default the task
     loss, and distillation swaps in its own (``with_objective``).
+    ``stage_steps`` lays one-cycle and cosine schedules out over a stage that
+    is trained step by step (the prune stage); ``fit`` knows its own length.
     """
 
     def __init__(
@@ -168,15 +206,25 @@ class Trainer:
         device: torch.device | str = "cpu",
         precision: str = "32",
         objective: Objective | None = None,
+        class_names: list[str] | None = None,
+        stage_steps: int = 0,
+        loss_fn: nn.Module | None = None,
     ) -> None:
         self.cfg = cfg
         self.num_classes = num_classes
+        self.class_names = class_names
         self.seed = seed
         self.device = torch.device(device)
         self.precision = precision
-        self.loss_fn = make_loss(cfg)
+        self.stage_steps = stage_steps
+        if loss_fn is None:
+            counts = count_class_pixels(train_set, num_classes) if needs_pixel_counts(cfg) else None
+            loss_fn = make_loss(cfg, counts, num_classes)
+        self.loss_fn = loss_fn.to(self.device)
         self.objective: Objective = objective or (lambda model, x, y: self.loss_fn(model(x), y))
         self.train_set, self.val_set = train_set, val_set
+        if cfg.crop_size:
+            train_set = RandomCrops(train_set, cfg.crop_size, cfg.foreground_crop)
         self._generator = torch.Generator()
         sampler = balanced_sampler(train_set, self._generator) if cfg.sampling == "balanced" else None
         pin = cfg.pin_memory and self.device.type == "cuda"
@@ -194,7 +242,8 @@ class Trainer:
     def with_objective(self, objective: Objective) -> "Trainer":
         """The same data and settings with another loss (e.g. distillation from a teacher)."""
         return Trainer(self.train_set, self.val_set, self.num_classes, self.cfg, seed=self.seed, device=self.device,
-                       precision=self.precision, objective=objective)
+                       precision=self.precision, objective=objective, class_names=self.class_names,
+                       stage_steps=self.stage_steps, loss_fn=self.loss_fn)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -254,7 +303,8 @@ class Trainer:
         key = tuple((id(p), p.shape) for p in model.parameters())
         if self._optimizer is None or self._optimizer[0] is not model or self._optimizer[1] != key:
             optimizer = make_optimizer(model, self.cfg)
-            self._optimizer = (model, key, optimizer, make_scheduler(optimizer, self.cfg))
+            schedule = BoundedSchedule(make_scheduler(optimizer, self.cfg, self.stage_steps), self.stage_steps)
+            self._optimizer = (model, key, optimizer, schedule)
         return self._optimizer[2], self._optimizer[3]
 
     # -- evaluation --------------------------------------------------------------
@@ -271,7 +321,7 @@ class Trainer:
         for x, y in loader or self.val_loader:
             x, y = self._to_device(x, y)
             with autocast(self.device, self.precision):
-                logits = model(x)
+                logits = sliding_window_logits(model, x, self.cfg.eval_window) if self.cfg.eval_window else model(x)
             meter.update(logits.float(), y)
         model.train(was_training)
         return meter.compute()
@@ -303,7 +353,8 @@ class Trainer:
         cfg = self.cfg
         model.to(self.device)
         optimizer = optimizer or make_optimizer(model, cfg)
-        scheduler = make_scheduler(optimizer, cfg)
+        per_epoch = self.steps_per_epoch
+        scheduler = make_scheduler(optimizer, cfg, steps if steps is not None else epochs * per_epoch)
         scaler = grad_scaler(self.device, self.precision)
         history: list[EpochRecord] = []
         best = -math.inf
@@ -316,7 +367,6 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             history = [EpochRecord(**h) for h in json.loads(state["history"])]
             best, start = state["best"], state["epoch"]
-        per_epoch = self.steps_per_epoch
         if steps is not None:
             epochs = math.ceil(steps / per_epoch)
         for epoch in range(start, epochs):
@@ -336,13 +386,16 @@ class Trainer:
             losses = run_steps(model, optimizer, steps_per_epoch, one_batch, after_step=step_done, scaler=scaler,
                                scheduler=scheduler)
             bar.close()
-            val = self.evaluate(model).mean
+            result = self.evaluate(model)
+            val = result.mean
             previous = [h.val_iou for h in history] + [val]
             record = EpochRecord(
                 stage, epoch + 1, float(np.mean(losses)) if losses else float("nan"), val,
                 ema(previous, cfg.ema_alpha)[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
+                list(result.per_class),
             )
             history.append(record)
+            warn_stuck([h.val_iou_per_class for h in history], cfg.zero_iou_patience, self.class_names, stage, cfg.recipe)
             if out_dir:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if not math.isnan(val) and val > best:

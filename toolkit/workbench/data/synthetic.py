@@ -11,6 +11,7 @@ seed ``s`` is always the same picture.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -69,27 +70,35 @@ def make_sample(seed: int, index: int, size: int) -> tuple[np.ndarray, np.ndarra
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
+Sampler = Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]  # (seed, index, size) -> image, mask
+
+
 class _Sample:
     """Image ``index`` of ``seed``, generated once for its picture and its mask."""
 
-    def __init__(self, seed: int, index: int, size: int) -> None:
-        self.seed, self.index, self.size = seed, index, size
+    def __init__(self, make: Sampler, seed: int, index: int, size: int) -> None:
+        self.make, self.seed, self.index, self.size = make, seed, index, size
         self._mask: np.ndarray | None = None
 
     def image(self) -> Image.Image:
-        image, self._mask = make_sample(self.seed, self.index, self.size)
+        image, self._mask = self.make(self.seed, self.index, self.size)
         return Image.fromarray(image)
 
     def mask(self, size: tuple[int, int]) -> np.ndarray:
         mask, self._mask = self._mask, None
-        return mask if mask is not None else make_sample(self.seed, self.index, self.size)[1]
+        return mask if mask is not None else self.make(self.seed, self.index, self.size)[1]
+
+
+def generated_listing(request: DataRequest, make: Sampler, prefix: str, count: int,
+                      class_names: list[str], description: str) -> Listing:
+    """``request.limit`` (default ``count``) generated records at the training size, read like any format's."""
+    records = []
+    for i in range(request.limit or count):
+        sample = _Sample(make, request.seed, i, request.image_size)
+        records.append(Record(Path(f"{prefix}-{i:04d}"), sample.mask, "generated mask", "all", read_image=sample.image))
+    return Listing(records, None, list(class_names), description)
 
 
 def list_synthetic(request: DataRequest) -> Listing:
-    """``limit`` (default 400) generated records at the training size, read like any format's."""
-    count = request.limit or DEFAULT_COUNT
-    records = []
-    for i in range(count):
-        sample = _Sample(request.seed, i, request.image_size)
-        records.append(Record(Path(f"synthetic-{i:04d}"), sample.mask, "generated mask", "all", read_image=sample.image))
-    return Listing(records, None, list(CLASS_NAMES), DESCRIPTION)
+    """``limit`` (default 400) generated corrosion images."""
+    return generated_listing(request, make_sample, "synthetic", DEFAULT_COUNT, CLASS_NAMES, DESCRIPTION)

@@ -1,0 +1,91 @@
+"""Optimisers (``sgd``, ``adamw``) and learning-rate schedules (``cyclic``, ``onecycle``, ``cosine``) by name.
+
+A schedule is built per stage from that stage's own number of steps, so a
+fine-tune of 80 steps warms up and decays within its 80 steps. Every schedule
+is a ``torch.optim.lr_scheduler`` class, stepped once per training step.
+
+The optimiser is created at ``lr_min``: that is the rate of steps no schedule
+drives (a gradual pruner calling the trainer a few steps at a time), as in the
+research. ``onecycle`` and ``cosine`` then take the rate up to ``lr_max``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+from torch import nn
+from torch.optim import lr_scheduler
+
+from toolkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from toolkit.workbench.training import TrainConfig
+
+OPTIMIZERS = {
+    "sgd": "SGD with momentum (the research's; momentum, weight_decay)",
+    "adamw": "AdamW (weight_decay decoupled from the gradient)",
+}
+SCHEDULES = {
+    "cyclic": "CyclicLR, triangular between lr_min and lr_max, clr_step steps a half-cycle (the research's)",
+    "onecycle": "OneCycleLR: warm-up to lr_max over warmup_steps (30% if 0), then cosine down to lr_min / 100",
+    "cosine": "linear warm-up from lr_min to lr_max over warmup_steps, then cosine decay to lr_min",
+}
+
+
+def check_choice(kind: str, name: str, known: dict[str, str]) -> str:
+    if name not in known:
+        raise UsageError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
+    return name
+
+
+def make_optimizer(
+    model: nn.Module | Iterable[nn.Parameter], cfg: "TrainConfig", optimizer_cls: type | None = None
+) -> torch.optim.Optimizer:
+    """``cfg.optimizer`` at ``lr_min``; ``optimizer_cls`` lets NNI pass its traced class of the same kind."""
+    params = model.parameters() if isinstance(model, nn.Module) else model
+    name = check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    if name == "sgd":
+        cls = optimizer_cls or torch.optim.SGD
+        return cls(params, lr=cfg.lr_min, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = optimizer_cls or torch.optim.AdamW
+    return cls(params, lr=cfg.lr_min, weight_decay=cfg.weight_decay)
+
+
+def warmup_length(cfg: "TrainConfig", total_steps: int) -> int:
+    """``warmup_steps``, but never more than half the stage: a short fine-tune must still decay."""
+    return max(0, min(cfg.warmup_steps, total_steps // 2))
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total_steps: int = 0) -> lr_scheduler.LRScheduler:
+    """The schedule ``cfg.schedule`` names, over ``total_steps`` steps of one stage.
+
+    ``cyclic`` ignores ``warmup_steps`` and ``total_steps`` (its rise from
+    lr_min is its warm-up), so the research's runs are unchanged. Where the
+    length is unknown (0: steps handed out a few at a time to a gradual
+    pruner), ``onecycle`` and ``cosine`` cannot be laid out and the rate stays
+    at the optimiser's ``lr_min``.
+    """
+    name = check_choice("schedule", cfg.schedule, SCHEDULES)
+    if name == "cyclic":
+        return lr_scheduler.CyclicLR(
+            optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
+        )
+    if not total_steps:
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    total = int(total_steps)
+    warm = warmup_length(cfg, total)
+    if name == "onecycle":
+        return lr_scheduler.OneCycleLR(
+            # torch's phases end at pct_start * total_steps - 1 and total_steps - 1: the peak falls on step
+            # ``warm`` and the floor on the stage's last step
+            optimizer, max_lr=cfg.lr_max, total_steps=total + 1,
+            pct_start=(warm + 1) / (total + 1) if warm else 0.3, anneal_strategy="cos",
+            div_factor=cfg.lr_max / cfg.lr_min, final_div_factor=100.0, cycle_momentum=False,
+        )
+    for group in optimizer.param_groups:  # the schedule scales this peak rate
+        group["lr"] = group["initial_lr"] = cfg.lr_max
+    decay = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warm), eta_min=cfg.lr_min)
+    if not warm:
+        return decay
+    rise = lr_scheduler.LinearLR(optimizer, start_factor=cfg.lr_min / cfg.lr_max, end_factor=1.0, total_iters=warm)
+    return lr_scheduler.SequentialLR(optimizer, [rise, decay], milestones=[warm])
