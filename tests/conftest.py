@@ -78,17 +78,26 @@ def ray_cluster(slow_plugin_dir):
             "--object-store-memory", str(300 * 2**20)]
     started = []
 
-    def start(name: str, *args: str) -> None:
-        log = (folder / f"{name}.log").open("w")
-        started.append(subprocess.Popen([ray_cli, "start", *args, *node], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True))
+    def start(name: str, nodes: int, *args: str) -> None:
+        """``ray start`` a node and wait for it; again (twice at most) when ``ray start`` gives up:
+        it allows a raylet 30 s to register, which a loaded 2-core machine can exceed."""
+        for attempt in range(3):
+            log = (folder / f"{name}-{attempt}.log").open("w")
+            started.append(subprocess.Popen([ray_cli, "start", *args, *node], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True))
+            try:
+                _wait_for_nodes(f"127.0.0.1:{port}", nodes, folder, started[-1])
+                return
+            except _StartFailed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(started[-1].pid, signal.SIGKILL)  # what the failed start left running
+                if attempt == 2:
+                    raise
 
     try:
-        start("head", "--head", "--port", str(port), "--temp-dir", str(folder), "--include-dashboard", "false",
+        start("head", 1, "--head", "--port", str(port), "--temp-dir", str(folder), "--include-dashboard", "false",
               "--dashboard-port", str(_free_port()), "--dashboard-agent-listen-port", str(_free_port()))
-        _wait_for_nodes(f"127.0.0.1:{port}", 1, folder)
-        start("worker", "--address", f"127.0.0.1:{port}", "--dashboard-agent-listen-port", str(_free_port()))
-        _wait_for_nodes(f"127.0.0.1:{port}", 2, folder)
+        start("worker", 2, "--address", f"127.0.0.1:{port}", "--dashboard-agent-listen-port", str(_free_port()))
         yield f"127.0.0.1:{port}"
     finally:
         for process in reversed(started):
@@ -103,11 +112,17 @@ def ray_cluster(slow_plugin_dir):
             os.environ["RAY_AUTH_MODE"] = saved
 
 
-def _wait_for_nodes(address: str, n: int, folder: Path, timeout: float = 120) -> None:
+class _StartFailed(RuntimeError):
+    """``ray start`` exited with an error before its node joined."""
+
+
+def _wait_for_nodes(address: str, n: int, folder: Path, starter: subprocess.Popen, timeout: float = 120) -> None:
     import ray
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if starter.poll():
+            raise _StartFailed(f"ray start exited with {starter.returncode}")
         with contextlib.suppress(OSError):
             host, port = address.split(":")
             socket.create_connection((host, int(port)), timeout=1).close()

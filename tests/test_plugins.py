@@ -19,7 +19,7 @@ from toolkit.workbench.models import create_model
 
 BUILTIN = {"fpgm", "l1", "l2", "taylor", "lamp", "random", "linear", "agp", "movement", "level",
            "nni-l1", "nni-l2", "nni-fpgm"}
-BUILTIN_DATASETS = {"synthetic", "magnetic-tile", "sscs", "nea", "severstal", "folder"}
+BUILTIN_DATASETS = {"synthetic", "thin-lines", "magnetic-tile", "sscs", "nea", "severstal", "folder"}
 BUILTIN_ARCHS = {"unet", "unetplusplus", "fpn", "linknet", "manet", "resnet50", "resnext50_32x4d", "resnet18"}
 SAMPLES = {"pruners": {"sample_magnitude", "bn_scale"}, "datasets": {"pairs"}, "architectures": {"small_unet"}}
 
