@@ -110,7 +110,9 @@ def grid_rows(workers: list[int]) -> list[dict]:
 # -- one training step of the research model ---------------------------------------------------
 def step_rows(arch: str, encoder: str, size: int, batch: int, threads_list: list[int], steps: int, warmup: int) -> list[dict]:
     from toolkit.workbench.models import create_model
-    from toolkit.workbench.training import TrainConfig, make_loss, make_optimizer, run_steps
+    from toolkit.workbench.losses import make_loss
+    from toolkit.workbench.optim import make_optimizer
+    from toolkit.workbench.training import TrainConfig, run_steps
 
     rows = []
     for threads in threads_list:

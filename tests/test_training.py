@@ -10,7 +10,8 @@ from torch.utils.data import TensorDataset
 from toolkit.workbench.data import load_splits
 from toolkit.workbench.metrics import iou
 from toolkit.workbench.models import create_model, list_models
-from toolkit.workbench.training import TrainConfig, Trainer, ema, make_optimizer, make_scheduler, run_steps
+from toolkit.workbench.optim import make_optimizer, make_schedule
+from toolkit.workbench.training import TrainConfig, Trainer, ema, run_steps
 
 TINY = dict(encoder="resnet18", num_classes=4)
 
@@ -59,7 +60,7 @@ def test_absent_class_has_no_iou_and_is_left_out_of_the_mean():
 def test_cyclical_lr_goes_from_min_to_max_in_step_iterations():
     cfg = TrainConfig(clr_step=10)
     opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
-    sched = make_scheduler(opt, cfg)
+    sched = make_schedule(opt, cfg)
     lrs = []
     for _ in range(21):
         lrs.append(opt.param_groups[0]["lr"])

@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from toolkit.errors import UsageError
-from toolkit.workbench import optim
 from toolkit.workbench.data.crops import RandomCrops
 from toolkit.workbench.device import autocast, grad_scaler
 from toolkit.workbench.losses import count_class_pixels, make_loss, needs_pixel_counts
 from toolkit.workbench.metrics import IoU, IoUMeter
+from toolkit.workbench.optim import make_optimizer, make_schedule
 from toolkit.workbench.sanity import warn_stuck
 from toolkit.workbench.sliding_window import sliding_window_logits
 from toolkit.workbench.seeding import derive, seed_worker
@@ -85,18 +85,6 @@ def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRa
     counts = Counter(strata)
     weights = torch.tensor([1.0 / counts[s] for s in strata], dtype=torch.double)
     return WeightedRandomSampler(weights, num_samples=len(strata), replacement=True, generator=generator)
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer_cls: type | None = None) -> torch.optim.Optimizer:
-    """``cfg.optimizer`` (SGD with momentum by default); ``optimizer_cls`` lets NNI pass its traced SGD."""
-    return optim.make_optimizer(model, cfg, optimizer_cls)
-
-
-def make_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int = 0
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """``cfg.schedule`` over a stage of ``total_steps`` steps (0: unknown; one-cycle and cosine then hold lr_min)."""
-    return optim.make_schedule(optimizer, cfg, total_steps)
 
 
 class BoundedSchedule:
@@ -303,7 +291,7 @@ class Trainer:
         key = tuple((id(p), p.shape) for p in model.parameters())
         if self._optimizer is None or self._optimizer[0] is not model or self._optimizer[1] != key:
             optimizer = make_optimizer(model, self.cfg)
-            schedule = BoundedSchedule(make_scheduler(optimizer, self.cfg, self.stage_steps), self.stage_steps)
+            schedule = BoundedSchedule(make_schedule(optimizer, self.cfg, self.stage_steps), self.stage_steps)
             self._optimizer = (model, key, optimizer, schedule)
         return self._optimizer[2], self._optimizer[3]
 
@@ -354,7 +342,7 @@ class Trainer:
         model.to(self.device)
         optimizer = optimizer or make_optimizer(model, cfg)
         per_epoch = self.steps_per_epoch
-        scheduler = make_scheduler(optimizer, cfg, steps if steps is not None else epochs * per_epoch)
+        scheduler = make_schedule(optimizer, cfg, steps if steps is not None else epochs * per_epoch)
         scaler = grad_scaler(self.device, self.precision)
         history: list[EpochRecord] = []
         best = -math.inf
