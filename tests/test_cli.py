@@ -16,8 +16,9 @@ TINY = ["--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch
 def test_train_writes_a_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--arch", "fpn", "--data", "synthetic", "--epochs", "2", "--out", str(out), *TINY]) == 0
-    for name in ("config.toml", "train_metrics.csv", "stats.json", "dense.pt", "train_last.pt", "train_best.pt", "curves.png"):
+    for name in ("config.toml", "train_metrics.csv", "stats.json", "dense.pt", "train_best.pt", "curves.png"):
         assert (out / name).exists(), name
+    assert not (out / "train_last.pt").exists(), "a finished stage drops its resume checkpoint"
     metrics = json.loads((out / "stats.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     assert 0.0 <= metrics["test_iou"] <= 1.0

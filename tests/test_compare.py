@@ -72,6 +72,7 @@ def test_grid_resumes_without_recomputing_or_losing_cells(tmp_path, monkeypatch)
     assert all(r["status"] == "ok" for r in rows.values()), [r.get("error") for r in rows.values()]
     # Train once, prune many: one dense model per architecture.
     assert sorted(p.parent.name for p in (tmp_path / "dense").glob("*/dense.pt")) == ["fpn__synthetic__s0", "linknet__synthetic__s0"]
+    assert not list(tmp_path.rglob("*_last.pt")), "finished stages keep no resume checkpoints (optimiser state)"
 
     by_cell = {r["cell"]: r for r in rows.values()}
     structured = by_cell["fpn__synthetic__l1__0.6__s0"]

@@ -17,7 +17,7 @@ from toolkit.config import RunConfig, write_config
 from toolkit.pruning.surgery import channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, met
 from toolkit.runner.stages import (
-    compare_rows, describe, finetune_stage, load_dense, open_workbench, prune_stage, reached, recipe, reinitialise,
+    compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached, recipe, reinitialise,
     save_examples, save_model,
 )
 from toolkit.workbench.training import write_history
@@ -136,4 +136,5 @@ def run_cell(
 
     plot_curves(list(dense.get("history") or []) + row["curves"], folder / "curves.png",
                 title=f"{cell.arch} / {cell.name} @ {target}")
+    drop_resume_checkpoints(folder)  # a re-run after a lost row repeats the short fine-tune
     return row

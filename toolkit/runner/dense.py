@@ -2,7 +2,8 @@
 
 Its folder holds ``dense.pt``, the training checkpoints and curves, and
 ``stats.json`` with the dense model's measurements; ``stats.json`` is written
-last, so a folder that has it is finished and is never trained again.
+last, so a folder that has it is finished and is never trained again (its
+resume checkpoint ``train_last.pt`` is then deleted).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 from toolkit.config import RunConfig
 from toolkit.errors import UsageError
 from toolkit.runner.stages import (
-    build_model, describe, load_dense, open_workbench, read_recipe, recipe, save_examples, save_model, write_json,
+    build_model, describe, drop_resume_checkpoints, load_dense, open_workbench, read_recipe, recipe, save_examples, save_model, write_json,
 )
 
 STATS = "stats.json"
@@ -75,4 +76,5 @@ def train_dense(
 
         plot_curves(history, folder / "curves.png", title=f"{arch} ({settings.encoder}) on {dataset}, seed {seed}")
     write_json(stats, folder / STATS)
+    drop_resume_checkpoints(folder)
     return stats

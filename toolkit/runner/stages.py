@@ -150,6 +150,14 @@ def write_json(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def drop_resume_checkpoints(folder: Path) -> None:
+    """Delete a finished stage's ``*_last.pt``: they only resume an interrupted training and
+    hold the optimiser's state too (AdamW: three times the model), so a grid that kept one
+    per stage would fill the disk. Call it once the stage's own "finished" mark is written."""
+    for path in folder.glob("*_last.pt"):
+        path.unlink(missing_ok=True)
+
+
 # -- the prune stage ---------------------------------------------------------------------
 class StageTrainer:
     """The prune stage's ``StepTrainer``: counts the training steps pruners take and
