@@ -181,3 +181,25 @@ def test_variants_compare_one_pruner_with_other_options_in_one_grid(tmp_path):
     config.write_text('plugins = ["l1-x"]\n[variants.l1-x]\nplugin = "l1"\noptions = {protect = "tail"}\n')
     with pytest.raises(Exception, match="cannot protect tail"):
         load_grid(config)
+
+
+def test_pareto_legend_names_each_method_once(tmp_path, monkeypatch):
+    """Two targets of one method are two points but one legend entry; the dense model is the star."""
+    import matplotlib.figure
+
+    from toolkit.results.plots import plot_pareto
+
+    seen = {}
+    real_legend = matplotlib.figure.Figure.legend
+
+    def spy(fig, handles, labels, **kwargs):
+        seen["labels"] = list(labels)
+        return real_legend(fig, handles, labels, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", spy)
+    costs = {"flops_pruned": 1e9, "params_pruned": 1e6, "latency_ms_pruned": 10.0, "zip_bytes_pruned": 1e6}
+    rows = [{"arch": "fpn", "dataset": "synthetic", "method": m, "kind": "structured", "test_iou_pruned": 0.5,
+             **{k: v * f for k, v in costs.items()}} for m in ("fpgm", "random") for f in (0.5, 0.25)]
+    dense = [{"arch": "fpn", "dataset": "synthetic", "test_iou_pruned": 0.6, **costs}]
+    assert plot_pareto(rows, dense, tmp_path / "pareto.png").exists()
+    assert seen["labels"] == ["fpgm", "random", "dense model (before pruning)"]

@@ -83,14 +83,20 @@ def _label(r: dict[str, Any]) -> str:
 
 def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path) -> Path:
     """Test IoU against each *measured* cost (FLOPs, parameters, CPU latency, zipped size): a row
-    per cost, a column per (arch, dataset); error bars are the std over seeds, the dense model is
-    the black star, the grey line the Pareto front of the pruned models."""
+    per cost, a column per (arch, dataset) (one pair: the four costs in a 2 x 2 grid); error bars
+    are the std over seeds, the dense model is the black star, the grey line the Pareto front of
+    the pruned models. The legend names each method once, whatever its number of targets."""
     keys = sorted({(r["arch"], r["dataset"]) for r in [*rows, *dense]})
     cols = max(1, len(keys))
-    fig, axes = plt.subplots(len(COSTS), cols, figsize=(4.4 * cols + 1.6, 3.1 * len(COSTS)), squeeze=False)
+    if cols == 1:
+        fig, grid = plt.subplots(2, 2, figsize=(10.4, 6.6), squeeze=False)
+        axes = [[ax] for ax in grid.ravel()]
+    else:
+        fig, axes = plt.subplots(len(COSTS), cols, figsize=(4.4 * cols + 1.6, 3.1 * len(COSTS)), squeeze=False)
     plugins = sorted({r["method"] for r in rows})
     colours = {p: f"C{i % 10}" for i, p in enumerate(plugins)}
     markers = {"structured": "o", "unstructured": "s"}
+    legend: dict[str, Any] = {}
     for j, key in enumerate(keys):
         group = [r for r in rows if (r["arch"], r["dataset"]) == key]
         ref = next((d for d in dense if (d["arch"], d["dataset"]) == key), None)
@@ -103,25 +109,26 @@ def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]],
                 x, y = float(r[cost]) / scale, float(r["test_iou_pruned"])
                 xerr = float(r.get(f"{cost}_std") or 0) / scale
                 yerr = float(r.get("test_iou_pruned_std") or 0)
-                ax.errorbar(x, y, xerr=xerr or None, yerr=yerr or None, fmt=markers.get(r.get("kind"), "o"), ms=4,
-                            color=colours[r["method"]], capsize=2, lw=0.8,
-                            label=r["method"] if (i, j) == (0, 0) else None)
+                drawn = ax.errorbar(x, y, xerr=xerr or None, yerr=yerr or None, fmt=markers.get(r.get("kind"), "o"),
+                                    ms=4, color=colours[r["method"]], capsize=2, lw=0.8)
+                legend.setdefault(r["method"], drawn)
                 pts.append((x, y))
             if ref is not None and ref.get(cost) is not None:
-                ax.errorbar(float(ref[cost]) / scale, float(ref["test_iou_pruned"]),
-                            yerr=float(ref.get("test_iou_pruned_std") or 0) or None, fmt="k*", ms=10, capsize=2,
-                            label="dense" if (i, j) == (0, 0) else None)
+                drawn = ax.errorbar(float(ref[cost]) / scale, float(ref["test_iou_pruned"]),
+                                    yerr=float(ref.get("test_iou_pruned_std") or 0) or None, fmt="k*", ms=10, capsize=2)
+                legend.setdefault("dense model (before pruning)", drawn)
             front = pareto_front(pts)
             if len(front) > 1:
                 ax.plot([p[0] for p in front], [p[1] for p in front], color="grey", lw=0.8, ls="--", zorder=0)
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel("test mean IoU", fontsize=8)
-            if i == 0:
+            if i == 0 or cols == 1:
                 ax.set_title(f"{key[0]} on {key[1]}", fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right", fontsize=7, title="o structured, s unstructured", title_fontsize=7)
-    fig.tight_layout(rect=(0, 0, 1 - 1.5 / (4.4 * cols + 1.6), 1))
+    width = fig.get_size_inches()[0]
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper right", fontsize=7,
+                   title="o structured, s unstructured", title_fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / width, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -5,7 +5,7 @@
 | loss           | tversky, alpha = beta = 0.5    | dice+ce                            |
 | class_weights  | none                           | none                               |
 | optimizer      | sgd, momentum 0.5              | adamw, weight_decay 1e-4           |
-| schedule       | cyclic 1e-4..1e-2, 2000 steps  | cosine 1e-5 -> 1e-3 -> 1e-5        |
+| schedule       | cyclic 1e-4..1e-2, 2000 steps  | cosine 1e-5 -> 3e-3 -> 1e-5        |
 | warmup_steps   | 0                              | 50                                 |
 | batch_size     | 4                              | 8                                  |
 | foreground_crop| 0                              | 0.33 (acts only with crop_size)    |
@@ -40,7 +40,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 ABOUT = {
     "research": "the corrosion study's: Tversky 0.5/0.5, SGD momentum 0.5, cyclical LR 1e-4..1e-2 (step 2000), batch 4",
-    "robust": "for a new dataset: Dice + cross-entropy, AdamW 1e-3 with warm-up and cosine decay, batch 8",
+    "robust": "for a new dataset: Dice + cross-entropy, AdamW 3e-3 with warm-up and cosine decay, batch 8",
 }
 
 
