@@ -10,7 +10,8 @@ benchmarks/README.md, "Training recipes").
 
 Run:  .venv/bin/python benchmarks/recipes.py                      (about 15 min on 2 idle cores)
       .venv/bin/python benchmarks/recipes.py --candidates research,robust --seeds 0,1,2,3,4
-      .venv/bin/python benchmarks/recipes.py --collect runs/mt-*      (table + recipes.csv of toolkit train runs)
+      .venv/bin/python benchmarks/recipes.py --collect runs/mt-* runs/headline-robust/dense/*
+                      (per-run table, mean ± std over seeds, recipes.csv: toolkit train runs and a grid's dense models)
 """
 from __future__ import annotations
 
@@ -83,12 +84,21 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    """One row per ``toolkit train`` run folder: its method settings, steps and per-class test IoU."""
+    """One row per trained dense model: a ``toolkit train`` run folder (its ``config.toml``) or a
+    dense folder of a ``toolkit compare`` run (``dense/<arch>__<data>__s<seed>``, settings in the
+    run's ``settings.json``): its method settings, steps and per-class test IoU."""
     rows = []
     for run in run_dirs:
-        job, stats = tomllib.loads((run / "config.toml").read_text()), json.loads((run / "stats.json").read_text())
-        cfg, t = job["run"], job["run"]["train"]
-        row = {"run": run.name, "seed": job["seed"], "recipe": t["recipe"], "loss": t["loss"],
+        stats = json.loads((run / "stats.json").read_text())
+        if (run / "config.toml").exists():
+            job = tomllib.loads((run / "config.toml").read_text())
+            cfg, seed, name = job["run"], job["seed"], run.name
+        else:  # a grid's dense stage
+            cfg, seed, name = json.loads((run.parent.parent / "settings.json").read_text()), stats["seed"], \
+                f"{run.parent.parent.name}/{run.name}"
+        # runs from before recipes existed trained with the research settings (then TrainConfig's defaults)
+        t = {**apply_recipe("research"), "recipe": "research", "crop_size": None, **cfg["train"]}
+        row = {"run": name, "seed": seed, "recipe": t["recipe"], "loss": t["loss"],
                "class_weights": t["class_weights"], "optimizer": t["optimizer"], "schedule": t["schedule"],
                "lr": f"{t['lr_min']:g}..{t['lr_max']:g}", "image_size": cfg["image_size"], "crop": t["crop_size"] or "",
                "fg_crop": t["foreground_crop"] if t["crop_size"] else "", "steps": stats["steps_train"],
@@ -97,6 +107,24 @@ def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
         row["train_min"] = stats["time_train_s"] / 60
         rows.append(row)
     return rows
+
+
+def by_setting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds of every IoU column, one row per (recipe, loss, optimiser, lr, size, crop, steps)."""
+    keys = ("recipe", "loss", "optimizer", "lr", "image_size", "crop", "steps")
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    table = []
+    for key, members in groups.items():
+        line: dict[str, Any] = {**dict(zip(keys, key)), "n": len(members)}
+        for col in [c for c in members[0] if c == "test_mIoU" or c not in (*keys, "run", "seed", "class_weights",
+                                                                         "schedule", "fg_crop", "batch", "train_min")]:
+            values = [float(m[col]) for m in members]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            line[col] = f"{statistics.fmean(values):.3f} ± {std:.3f}"
+        table.append(line)
+    return table
 
 
 def main() -> None:
@@ -116,6 +144,7 @@ def main() -> None:
     if args.collect:
         rows = collect(args.collect)
         print(markdown(rows))
+        print(markdown(by_setting(rows)))
         write_csv(rows, args.csv or RESULTS / "recipes.csv", machine(torch.get_num_threads()))  # toolkit train's threads
         return
     line = setup(args)
