@@ -10,7 +10,7 @@ import tomli_w
 from toolkit.cli import main
 
 # Each cell runs in a fresh process that imports torch and smp first; the other cell must finish within it.
-TIMEOUT = 60  # the other cell must finish inside it on a loaded 2-core machine
+TIMEOUT = 90  # the other cell must finish inside it on a 2-core machine under load (60 s was seen to fail)
 
 
 @pytest.mark.slow

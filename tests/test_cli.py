@@ -65,8 +65,8 @@ def test_prune_from_a_trained_checkpoint(tmp_path):
     train = tmp_path / "train"
     assert main(["train", "--arch", "linknet", "--epochs", "1", "--out", str(train), *TINY]) == 0
     out = tmp_path / "prune"
-    assert main(["prune", "--plugin", "l1", "--checkpoint", str(train / "dense.pt"), "--epochs-finetune", "1",
-                 "--out", str(out), *TINY]) == 0
+    assert main(["prune", "--plugin", "l1", "--checkpoint", str(train / "dense.pt"), "--epochs-prune", "1",
+                 "--epochs-finetune", "1", "--out", str(out), *TINY]) == 0
     result = json.loads((out / "result.json").read_text())
     assert result["arch"] == "linknet", "the checkpoint's recipe says which model it is"
     assert result["params_pruned"] < result["params_dense"]
