@@ -132,3 +132,27 @@ def test_step_calls_keep_one_optimizer_until_the_parameters_change():
     assert schedule.scheduler.last_epoch == 2, "the learning-rate schedule goes on across calls"
     other = copy.deepcopy(model)  # new parameters, as after channel surgery
     assert trainer._optimizer_for(other)[0] is not first
+
+
+def test_schedule_goes_on_across_channel_surgery():
+    """A pruner that calls the trainer step by step and replaces layers (channel removal) gets a new
+    optimiser, but the stage's cosine schedule continues where it was instead of warming up again."""
+    x, y = fixed_batch(n=4, size=32)
+    ds = TensorDataset(x, y)
+    cfg = TrainConfig(batch_size=4, optimizer="adamw", schedule="cosine", lr_min=1e-5, lr_max=1e-3, warmup_steps=2,
+                      progress=False)
+
+    def lr_after(surgery_at: int | None) -> list[float]:
+        torch.manual_seed(0)
+        model = create_model("fpn", **TINY)
+        trainer = Trainer(ds, ds, 4, cfg, stage_steps=8)
+        seen = []
+        for step in range(6):
+            if step == surgery_at:  # a layer replaced by one of another width, as surgery does
+                model.segmentation_head[0] = torch.nn.Conv2d(model.segmentation_head[0].in_channels, 4, 1)
+            trainer(model, 1, after_step=lambda m, i: seen.append(trainer._optimizer[2].param_groups[0]["lr"]))
+        return seen
+
+    straight, cut = lr_after(None), lr_after(3)
+    assert cut == pytest.approx(straight), "the learning rate follows one schedule over the whole stage"
+    assert max(straight) == pytest.approx(1e-3, rel=0.2) and straight[-1] < straight[2]

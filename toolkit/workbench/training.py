@@ -16,6 +16,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,13 @@ class BoundedSchedule:
         if not self.total or self.done < self.total:
             self.scheduler.step()
             self.done += 1
+
+    def fast_forward(self, steps: int) -> None:
+        """Skip ``steps`` steps (no optimiser step between them: torch's order warning is moot)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(steps):
+                self.step()
 
 
 def ema(values: list[float], alpha: float) -> list[float]:
@@ -290,8 +298,11 @@ class Trainer:
         rate goes on; a new pair once channel surgery has replaced the parameters."""
         key = tuple((id(p), p.shape) for p in model.parameters())
         if self._optimizer is None or self._optimizer[0] is not model or self._optimizer[1] != key:
+            # after surgery on the same model the stage's schedule goes on where it was, not from its warm-up
+            done = self._optimizer[3].done if self._optimizer is not None and self._optimizer[0] is model else 0
             optimizer = make_optimizer(model, self.cfg)
             schedule = BoundedSchedule(make_schedule(optimizer, self.cfg, self.stage_steps), self.stage_steps)
+            schedule.fast_forward(done)
             self._optimizer = (model, key, optimizer, schedule)
         return self._optimizer[2], self._optimizer[3]
 
