@@ -181,3 +181,23 @@ def test_prune_with_distillation_end_to_end(tmp_path):
     row = json.loads((out / "result.json").read_text())
     assert row["distill"] is True and row["target_met"]
     assert row["steps_finetune"] == 2
+
+
+def test_robust_recovery_peaks_at_a_tenth_of_training_and_explicit_rates_win():
+    """A restart at the training's peak rate undoes what the dense model learnt (benchmarks/README.md):
+    robust's prune and fine-tune stages peak at lr_max x 0.1; research's train as before."""
+    from toolkit.config import lay_recipe
+
+    run = RunConfig()
+    lay_recipe(run.train, "robust")
+    run.validate()
+    assert run.stage_train("train").lr_max == pytest.approx(3e-3)
+    assert run.stage_train("finetune").lr_max == pytest.approx(3e-4) == run.stage_train("prune").lr_max
+    assert run.stage_train("finetune").lr_min <= run.stage_train("finetune").lr_max
+    run.finetune = {"lr_max": 1e-3}
+    assert run.stage_train("finetune").lr_max == 1e-3, "a stage's own lr_max is taken as it is"
+    research = RunConfig()
+    assert research.stage_train("finetune").lr_max == research.train.lr_max
+    research.train.recovery_lr_scale = 0.0
+    with pytest.raises(UsageError, match="recovery_lr_scale"):
+        research.validate()

@@ -61,7 +61,12 @@ class RunConfig:
     def stage_train(self, stage: str) -> TrainConfig:
         """The training settings of one stage: ``train`` with the stage's own overrides."""
         overrides = {"prune": self.prune, "finetune": self.finetune}.get(stage) or {}
-        return update(dataclasses.replace(self.train), dict(overrides), f"[run.{stage}]")
+        cfg = update(dataclasses.replace(self.train), dict(overrides), f"[run.{stage}]")
+        if stage in ("prune", "finetune") and "lr_max" not in overrides:
+            # recovering a trained model: a restart at the training's peak rate undoes what it learnt
+            cfg.lr_max *= cfg.recovery_lr_scale
+            cfg.lr_min = min(cfg.lr_min, cfg.lr_max)
+        return cfg
 
     def validate(self, here: bool = True) -> "RunConfig":
         """Check every value; ``here=False`` leaves the device to the machines that will run it (Ray)."""
@@ -110,6 +115,8 @@ def check_train(t: TrainConfig, image_size: int) -> None:
     check_choice("schedule", t.schedule, SCHEDULES)
     if not 0 < t.lr_min <= t.lr_max:
         raise UsageError(f"learning rates must satisfy 0 < lr-min <= lr-max, got {t.lr_min} and {t.lr_max}")
+    if not 0 < t.recovery_lr_scale <= 1:
+        raise UsageError(f"recovery_lr_scale is a factor in (0, 1], got {t.recovery_lr_scale}")
     if t.warmup_steps < 0 or t.weight_decay < 0 or t.zero_iou_patience < 0:
         raise UsageError("warmup-steps, weight-decay and zero-iou-patience must be >= 0")
     if not 0.0 <= t.foreground_crop <= 1.0:

@@ -7,6 +7,7 @@
 | optimizer      | sgd, momentum 0.5              | adamw, weight_decay 1e-4           |
 | schedule       | cyclic 1e-4..1e-2, 2000 steps  | cosine 1e-5 -> 3e-3 -> 1e-5        |
 | warmup_steps   | 0                              | 50                                 |
+| recovery_lr_scale | 1 (prune/fine-tune as train) | 0.1 (prune/fine-tune peak 3e-4)    |
 | batch_size     | 4                              | 8                                  |
 | foreground_crop| 0                              | 0.33 (acts only with crop_size)    |
 
@@ -29,13 +30,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "loss": "tversky", "loss_weights": {}, "class_weights": "none", "tversky_alpha": 0.5, "tversky_beta": 0.5,
         "optimizer": "sgd", "momentum": 0.5, "weight_decay": 0.0,
         "schedule": "cyclic", "lr_min": 1e-4, "lr_max": 1e-2, "clr_step": 2000, "warmup_steps": 0,
-        "batch_size": 4, "foreground_crop": 0.0,
+        "recovery_lr_scale": 1.0, "batch_size": 4, "foreground_crop": 0.0,
     },
     "robust": {
         "loss": "dice+ce", "loss_weights": {}, "class_weights": "none", "tversky_alpha": 0.5, "tversky_beta": 0.5,
         "optimizer": "adamw", "momentum": 0.9, "weight_decay": 1e-4,
         "schedule": "cosine", "lr_min": 1e-5, "lr_max": 3e-3, "clr_step": 2000, "warmup_steps": 50,
-        "batch_size": 8, "foreground_crop": 0.33,
+        "recovery_lr_scale": 0.1, "batch_size": 8, "foreground_crop": 0.33,
     },
 }
 ABOUT = {

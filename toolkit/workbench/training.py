@@ -66,6 +66,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cyclic"  # cyclic | onecycle | cosine
     warmup_steps: int = 0  # onecycle/cosine: linear rise from lr_min to lr_max
+    recovery_lr_scale: float = 1.0  # the prune and fine-tune stages peak at lr_max x this (unless they set lr_max)
     crop_size: int = 0  # train on random crops of this side (images held at image_size); 0 = whole images
     foreground_crop: float = 0.0  # probability that a crop is centred on a defect pixel
     eval_window: int = 0  # evaluate in overlapping windows of this side; 0 = whole images
