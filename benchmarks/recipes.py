@@ -93,9 +93,10 @@ def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
         if (run / "config.toml").exists():
             job = tomllib.loads((run / "config.toml").read_text())
             cfg, seed, name = job["run"], job["seed"], run.name
-        else:  # a grid's dense stage
-            cfg, seed, name = json.loads((run.parent.parent / "settings.json").read_text()), stats["seed"], \
-                f"{run.parent.parent.name}/{run.name}"
+        else:  # a grid's dense stage: <grid run>/dense/<arch>__<data>__s<seed>
+            grid_run = run.parent.parent
+            cfg = json.loads((grid_run / "settings.json").read_text())
+            seed, name = stats["seed"], f"{grid_run.name}/{run.name}"
         # runs from before recipes existed trained with the research settings (then TrainConfig's defaults)
         t = {**apply_recipe("research"), "recipe": "research", "crop_size": None, **cfg["train"]}
         row = {"run": name, "seed": seed, "recipe": t["recipe"], "loss": t["loss"],
@@ -112,14 +113,14 @@ def collect(run_dirs: list[Path]) -> list[dict[str, Any]]:
 def by_setting(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean ± std over seeds of every IoU column, one row per (recipe, loss, optimiser, lr, size, crop, steps)."""
     keys = ("recipe", "loss", "optimizer", "lr", "image_size", "crop", "steps")
+    not_iou = (*keys, "run", "seed", "class_weights", "schedule", "fg_crop", "batch", "train_min")
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
     table = []
     for key, members in groups.items():
         line: dict[str, Any] = {**dict(zip(keys, key)), "n": len(members)}
-        for col in [c for c in members[0] if c == "test_mIoU" or c not in (*keys, "run", "seed", "class_weights",
-                                                                         "schedule", "fg_crop", "batch", "train_min")]:
+        for col in [c for c in members[0] if c not in not_iou]:  # test_mIoU and one column a class
             values = [float(m[col]) for m in members]
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             line[col] = f"{statistics.fmean(values):.3f} ± {std:.3f}"

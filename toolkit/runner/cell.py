@@ -17,8 +17,8 @@ from toolkit.config import RunConfig, write_config
 from toolkit.pruning.surgery import channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, met
 from toolkit.runner.stages import (
-    compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached, recipe, reinitialise,
-    save_examples, save_model,
+    compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached,
+    recipe, reinitialise, save_examples, save_model,
 )
 from toolkit.workbench.training import write_history
 

@@ -15,7 +15,8 @@ from typing import Any
 from toolkit.config import RunConfig
 from toolkit.errors import UsageError
 from toolkit.runner.stages import (
-    build_model, describe, drop_resume_checkpoints, load_dense, open_workbench, read_recipe, recipe, save_examples, save_model, write_json,
+    build_model, describe, drop_resume_checkpoints, load_dense, open_workbench, read_recipe, recipe, save_examples,
+    save_model, write_json,
 )
 
 STATS = "stats.json"
