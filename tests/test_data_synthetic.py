@@ -69,3 +69,11 @@ def test_default_is_400_images():
     assert (len(splits.train), len(splits.val), len(splits.test)) == (256, 64, 80)
     names = splits.train.names + splits.val.names + splits.test.names
     assert len(set(names)) == 400
+
+
+def test_reading_bar_shows_unless_progress_is_off(capsys):
+    """A long read shows a bar on stderr; --no-progress (progress=False) keeps logs free of it."""
+    load_splits("synthetic", image_size=16, limit=220)
+    assert "reading synthetic" in capsys.readouterr().err
+    load_splits("synthetic", image_size=16, limit=220, progress=False)
+    assert "reading synthetic" not in capsys.readouterr().err

@@ -87,7 +87,8 @@ def open_workbench(settings: RunConfig, dataset: str, seed: int) -> Workbench:
     if key not in _SPLITS:
         _SPLITS.clear()  # one dataset in memory at a time
         splits = load_splits(dataset, image_size=settings.image_size, seed=seed, augment=True, skip_bad=settings.skip_bad,
-                             mean=mean, std=std, limit=settings.limit, binary=settings.binary)
+                             mean=mean, std=std, limit=settings.limit, binary=settings.binary,
+                             progress=settings.train.progress)
         for file, why in splits.skipped:  # --skip-bad: left out, but never silently
             print(f"skipped bad file {file}: {why}", file=sys.stderr)
         _SPLITS[key] = splits

@@ -76,7 +76,8 @@ def read_record(record: Record, size: int, num_classes: int) -> tuple[np.ndarray
 
 
 def read_records(
-    records: Sequence[Record], size: int, num_classes: int, skip_bad: bool, label: str = "reading images"
+    records: Sequence[Record], size: int, num_classes: int, skip_bad: bool, label: str = "reading images",
+    progress: bool = True,
 ) -> tuple[Arrays, list[tuple[str, str]]]:
     """Decode every record once, up front: bad files surface now, and training never waits on JPEG decoding."""
     images = np.zeros((len(records), size, size, 3), np.uint8)
@@ -85,7 +86,7 @@ def read_records(
     strata: list[str] = []
     skipped: list[tuple[str, str]] = []
     kept = 0
-    for record in tqdm(records, desc=label, unit="img", leave=False, disable=len(records) < 200):
+    for record in tqdm(records, desc=label, unit="img", leave=False, disable=not progress or len(records) < 200):
         try:
             image, mask = read_record(record, size, num_classes)
         except DataError as exc:

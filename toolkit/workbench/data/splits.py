@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from toolkit.contract import DataRequest, DatasetSpec, Listing
+from toolkit.contract import DataRequest, DatasetSpec, Listing, Record
 from toolkit.errors import DataError, UsageError
 from toolkit.plugins import get_registry
 from toolkit.workbench.data.dataset import SegmentationDataset, Triple
@@ -139,6 +139,7 @@ def load_splits(
     test_fraction: float = 0.2,
     limit: int | None = None,
     binary: bool = False,
+    progress: bool = True,
 ) -> DatasetSplits:
     """Read a dataset once and split it; see the module docstring for how."""
     if limit is not None and limit < 3:
@@ -153,8 +154,11 @@ def load_splits(
     if limit is not None and limit < len(parts):
         parts = [parts[i] for i in subsample([r.stratum for r, _ in parts], limit, rng)]
     budget = len(class_names) or 256  # no class list: read any id, name them after
-    train, skipped = read_records([r for r, test in parts if not test], image_size, budget, skip_bad, f"reading {fmt}")
-    test, skipped_test = read_records([r for r, test in parts if test], image_size, budget, skip_bad, f"reading {fmt}")
+    def read(records: list[Record]) -> tuple[Arrays, list[tuple[str, str]]]:
+        return read_records(records, image_size, budget, skip_bad, f"reading {fmt}", progress)
+
+    train, skipped = read([r for r, test in parts if not test])
+    test, skipped_test = read([r for r, test in parts if test])
     everything, skipped = _join(train, test), skipped + skipped_test
     if not len(everything.names):
         raise DataError(f"{description}: empty dataset, every image was bad (see the skipped files)")
