@@ -400,6 +400,28 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from toolkit.results.report import write_report
+    from toolkit.runner.merge import merge_runs
+
+    out = Path(args.into)
+    done = merge_runs(out, [Path(s) for s in args.run_dirs], force=args.force)
+    kept = f" ({len(done.kept)} in both, kept from {out})" if done.kept else ""
+    print(f"merged {len(done.cells)} cells and {len(done.dense)} dense models{kept}; report: {write_report(out)}")
+    return 0
+
+
+def _add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="join run folders that ran parts of one grid, and report them together",
+                       description="Copy the finished cells and dense models of RUN_DIRS into --into (made with the "
+                                   "same settings: split a grid by --seeds or --plugins over machines, then join), "
+                                   "then write its report. Cells the destination already has are kept.")
+    p.add_argument("run_dirs", nargs="+", help="folders written by 'toolkit compare'")
+    p.add_argument("--into", required=True, help="destination run folder (created if missing; resumable by compare)")
+    p.add_argument("--force", action="store_true", help="join folders made with other settings")
+    p.set_defaults(func=_cmd_merge)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
@@ -438,7 +460,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _subcommand_adders() -> list[Callable[[argparse._SubParsersAction], None]]:
     """Every subcommand, in the order ``--help`` lists them."""
-    return [_add_plugins, _add_train, _add_lr_find, _add_prune, _add_compare, _add_report, _add_export]
+    return [_add_plugins, _add_train, _add_lr_find, _add_prune, _add_compare, _add_report, _add_merge, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
