@@ -78,15 +78,28 @@ def test_params_target(tmp_path):
     assert reduction(before, count_parameters(model)) == pytest.approx(0.6, abs=0.01)
 
 
-def test_a_grid_at_a_flops_target_says_which_methods_reach_it(tmp_path):
+def test_a_grid_at_a_flops_target_says_which_methods_reach_it(tmp_path, monkeypatch):
     """Structured pruners and the narrow baseline reach it; an unstructured pruner keeps dense
-    kernels and its row says plainly that it removed no FLOPs. Every cell has the same budget."""
+    kernels and its row says plainly that it removed no FLOPs. Every cell has the same budget.
+    The narrow model, trained from scratch, trains at the dense training's rate, not the recovery rate."""
+    import toolkit.runner.cell as cell_module
+
     run = {"encoder": "resnet18", "image_size": 64, "limit": 16, "epochs_train": 1, "epochs_prune": 1,
            "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "device": "cpu",
-           "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
+           "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False, "lr_max": 0.01},
+           "finetune": {"lr_max": 1e-4}}
     grid = load_grid(None, archs=["fpn"], plugins=["l1", "narrow", "level", "dense"], targets=["flops=0.5"],
                      plugin_targets={"dense": ["0"]}, datasets=["synthetic"], examples=0, run=run)
+    peak_rate = {}
+    real_stage = cell_module.finetune_stage
+
+    def spy(trainer, result, steps, folder):
+        peak_rate[folder.name.split("__")[2]] = trainer.cfg.lr_max
+        return real_stage(trainer, result, steps, folder)
+
+    monkeypatch.setattr(cell_module, "finetune_stage", spy)
     rows = {r["plugin"]: r for r in run_grid(grid, tmp_path).values()}
+    assert peak_rate == {"l1": 1e-4, "narrow": 0.01, "level": 1e-4, "dense": 1e-4}
     assert all(r["status"] == "ok" for r in rows.values()), {p: r.get("error") for p, r in rows.items()}
     assert rows["l1"]["flops_reduction"] == pytest.approx(0.5, abs=0.01) and rows["l1"]["target_met"]
     assert rows["narrow"]["flops_reduction"] == pytest.approx(0.5, abs=0.05) and rows["narrow"]["from_scratch"]

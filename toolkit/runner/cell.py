@@ -94,10 +94,14 @@ def run_cell(
     per_epoch = wb.steps_per_epoch
     prune_budget = settings.epochs_prune * per_epoch
     finetune_steps = settings.epochs_finetune * per_epoch + max(0, prune_budget - pruned.steps)
+    # a model re-initialised from scratch is trained like the dense one (its recipe, its peak rate), for the
+    # dense training's steps as well; only a pruned model recovers at the fine-tune stage's settings
+    recovery = "finetune"
     if result.from_scratch:
         reinitialise(result.model, cell.seed)
         finetune_steps += int(dense.get("steps_train", 0))
-    ft_history, ft_seconds = finetune_stage(wb.trainer("finetune", teacher), result, finetune_steps, folder)
+        recovery = "train"
+    ft_history, ft_seconds = finetune_stage(wb.trainer(recovery, teacher), result, finetune_steps, folder)
     del dense_model, teacher
 
     stats = describe(result.model, wb)
