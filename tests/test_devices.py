@@ -70,3 +70,13 @@ def test_a_cuda_run_measures_gpu_latency_too(tmp_path):  # pragma: no cover - ru
     row = json.loads((out / "result.json").read_text())
     assert row["device"].startswith("cuda") and row["latency_gpu_ms_pruned"] > 0
     assert row["latency_gpu_device"] == torch.cuda.get_device_name(0)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (none on this machine)")
+def test_lr_find_runs_on_the_gpu_it_is_asked_for(tmp_path):  # pragma: no cover - runs where a GPU is
+    out = tmp_path / "lr"
+    torch.cuda.reset_peak_memory_stats()
+    assert main(["lr-find", *TINY, "--device", "cuda", "--steps", "8", "--out", str(out)]) == 0
+    assert json.loads((out / "lr_find.json").read_text())["suggestion"] > 0
+    assert torch.cuda.max_memory_allocated() > 0, "the probe trained on the GPU"
+

@@ -124,7 +124,8 @@ def lr_range_test(
     rule: str = "steepest",
     out_dir: Path | None = None,
 ) -> LRFinderResult:
-    """Probe a copy of ``model``; the optimiser is ``cfg.optimizer`` (the trainer's config by default)."""
+    """Probe a copy of ``model``; the optimiser is ``cfg.optimizer`` (the trainer's config by default).
+    The probe runs on the trainer's device (``--device``), else where ``model`` is."""
     from toolkit.workbench.training import TrainConfig
 
     if rule not in RULES:
@@ -138,7 +139,8 @@ def lr_range_test(
     loader = getattr(trainer_or_loader, "train_loader", trainer_or_loader)
     generator = getattr(loader, "generator", None)
     saved = (torch.get_rng_state(), generator.get_state() if generator is not None else None)
-    probe = copy.deepcopy(model).train()
+    device = getattr(trainer_or_loader, "device", None) or next(model.parameters()).device
+    probe = copy.deepcopy(model).to(device).train()
     optimizer = make_optimizer(probe, cfg)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = start_lr
@@ -149,7 +151,7 @@ def lr_range_test(
     try:
         batches = _batches(trainer_or_loader)
         for _ in range(steps):
-            x, y = next(batches)
+            x, y = (t.to(device) for t in next(batches))
             optimizer.zero_grad(set_to_none=True)
             value = loss(probe(x), y)
             value.backward()
