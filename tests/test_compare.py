@@ -144,6 +144,15 @@ def test_resume_refuses_other_settings(tmp_path):
         compare._check_same_settings(grid, tmp_path, force=False)
 
 
+def test_resume_takes_settings_that_change_no_result(tmp_path):
+    """How often it validates and whether it shows bars do not make other rows: resuming is fine."""
+    grid = tiny_grid()
+    compare._check_same_settings(grid, tmp_path, force=False)
+    grid.run.train.val_every, grid.run.train.progress = 5, not grid.run.train.progress
+    grid.run.finetune = {**(grid.run.finetune or {}), "val_every": 2}
+    compare._check_same_settings(grid, tmp_path, force=False)
+
+
 def test_sparsities_can_differ_per_pruner(tmp_path):
     config = tmp_path / "grid.toml"
     config.write_text('plugins = ["fpgm", "agp"]\nsparsities = [0.25, 0.75]\n'

@@ -156,3 +156,31 @@ def test_schedule_goes_on_across_channel_surgery():
     straight, cut = lr_after(None), lr_after(3)
     assert cut == pytest.approx(straight), "the learning rate follows one schedule over the whole stage"
     assert max(straight) == pytest.approx(1e-3, rel=0.2) and straight[-1] < straight[2]
+
+
+def test_val_every_skips_validation_but_not_a_single_weight(tmp_path):
+    """Validating every 3rd epoch (and the last) gives the same model as validating every epoch."""
+    x, y = fixed_batch(n=4, size=32)
+    ds = TensorDataset(x, y)
+    runs = {}
+    for every in (1, 3):
+        torch.manual_seed(0)
+        model = create_model("fpn", **TINY)
+        cfg = TrainConfig(batch_size=2, progress=False, val_every=every)
+        runs[every] = (model, Trainer(ds, ds, 4, cfg).fit(model, 4, "train", tmp_path / str(every)))
+    (dense, each), (sparse, thinned) = runs[1], runs[3]
+    for key, value in dense.state_dict().items():
+        assert torch.equal(value, sparse.state_dict()[key]), key
+    assert [math.isnan(h.val_iou) for h in thinned] == [True, True, False, False], "epoch 3 and the last"
+    assert thinned[2].val_iou == each[2].val_iou and thinned[3].val_iou == each[3].val_iou
+    assert thinned[0].val_iou_per_class == [] and not math.isnan(thinned[3].val_iou_ema)
+    assert [h.loss for h in thinned] == [h.loss for h in each]
+
+
+def test_val_every_must_be_a_positive_whole_number():
+    from toolkit.config import check_train
+    from toolkit.errors import UsageError
+
+    for bad in (0, -2, 1.5):
+        with pytest.raises(UsageError, match="val-every"):
+            check_train(TrainConfig(val_every=bad), 64)

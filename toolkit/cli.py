@@ -146,6 +146,8 @@ METHOD_OPTIONS = {  # training method settings: (type, help); each overrides the
     "crop_size": (int, "train on random crops of this side of images held at --image-size (0 = whole images)"),
     "foreground_crop": (float, "probability that a crop is centred on a defect pixel"),
     "eval_window": (int, "evaluate in overlapping windows of this side (0 = whole images)"),
+    "val_every": (int, "validate every N epochs and after the last (default 1): on a CPU validation can cost as "
+                       "much as training; the weights do not depend on it"),
 }
 
 

@@ -119,6 +119,8 @@ def check_train(t: TrainConfig, image_size: int) -> None:
         raise UsageError(f"recovery_lr_scale is a factor in (0, 1], got {t.recovery_lr_scale}")
     if t.warmup_steps < 0 or t.weight_decay < 0 or t.zero_iou_patience < 0:
         raise UsageError("warmup-steps, weight-decay and zero-iou-patience must be >= 0")
+    if isinstance(t.val_every, bool) or not isinstance(t.val_every, int) or t.val_every < 1:
+        raise UsageError(f"val-every is a whole number of epochs >= 1, got {t.val_every!r}")
     if not 0.0 <= t.foreground_crop <= 1.0:
         raise UsageError(f"foreground-crop is a probability in [0, 1], got {t.foreground_crop}")
     _check_side("crop-size", t.crop_size, image_size)

@@ -305,7 +305,9 @@ def run_grid(
 
 def _run_settings(grid: GridConfig) -> dict[str, Any]:
     run = dataclasses.asdict(grid.run)
-    run["train"].pop("progress", None)
+    for table in (run["train"], run.get("prune") or {}, run.get("finetune") or {}):
+        for key in ("progress", "val_every"):  # how it reports and how often it looks, not what it computes
+            table.pop(key, None)
     for key in ("device", "threads"):  # where it runs is not what it computes
         run.pop(key, None)
     return json.loads(json.dumps(run))

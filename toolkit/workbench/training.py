@@ -1,5 +1,5 @@
 """Training with the corrosion study's settings: Tversky loss, SGD with momentum,
-cyclical learning rate, validation IoU every epoch with an EMA for the curves.
+cyclical learning rate, validation IoU every epoch (or every ``val_every``) with an EMA for the curves.
 
 ``Trainer`` is also the toolkit's ``StepTrainer``: gradual pruners call
 ``trainer(model, steps, after_backward=..., after_step=...)`` to interleave
@@ -70,7 +70,8 @@ class TrainConfig:
     crop_size: int = 0  # train on random crops of this side (images held at image_size); 0 = whole images
     foreground_crop: float = 0.0  # probability that a crop is centred on a defect pixel
     eval_window: int = 0  # evaluate in overlapping windows of this side; 0 = whole images
-    zero_iou_patience: int = 5  # warn when a defect class has 0 validation IoU this many epochs; 0 = never
+    zero_iou_patience: int = 5  # warn when a defect class has 0 validation IoU this many validations; 0 = never
+    val_every: int = 1  # validate every N epochs and after the last; the weights do not depend on it
 
 
 def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
@@ -343,7 +344,7 @@ class Trainer:
         steps: int | None = None,
     ) -> list[EpochRecord]:
         """Train ``epochs`` epochs (or ``steps`` steps, the last epoch shorter), validating
-        after each; resumable from ``out_dir``.
+        after every ``val_every``-th and the last; resumable from ``out_dir``.
 
         Writes ``{stage}_last.pt`` (model, optimiser, scheduler, history) every
         epoch and ``{stage}_best.pt`` when validation IoU improves, so an
@@ -386,16 +387,21 @@ class Trainer:
             losses = run_steps(model, optimizer, steps_per_epoch, one_batch, after_step=step_done, scaler=scaler,
                                scheduler=scheduler)
             bar.close()
-            result = self.evaluate(model)
-            val = result.mean
+            # validation draws no randomness and leaves the weights alone, so skipping it
+            # (val_every) changes the curves' resolution and the time, not the model
+            validate = (epoch + 1) % cfg.val_every == 0 or epoch + 1 == epochs
+            result = self.evaluate(model) if validate else None
+            val = result.mean if result is not None else float("nan")
             previous = [h.val_iou for h in history] + [val]
             record = EpochRecord(
                 stage, epoch + 1, float(np.mean(losses)) if losses else float("nan"), val,
                 ema(previous, cfg.ema_alpha)[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
-                list(result.per_class),
+                list(result.per_class) if result is not None else [],
             )
             history.append(record)
-            warn_stuck([h.val_iou_per_class for h in history], cfg.zero_iou_patience, self.class_names, stage, cfg.recipe)
+            if result is not None:
+                warn_stuck([h.val_iou_per_class for h in history if h.val_iou_per_class], cfg.zero_iou_patience,
+                           self.class_names, stage, cfg.recipe)
             if out_dir:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if not math.isnan(val) and val > best:
