@@ -212,3 +212,19 @@ def test_pareto_legend_names_each_method_once(tmp_path, monkeypatch):
     dense = [{"arch": "fpn", "dataset": "synthetic", "test_iou_pruned": 0.6, **costs}]
     assert plot_pareto(rows, dense, tmp_path / "pareto.png").exists()
     assert seen["labels"] == ["fpgm", "random", "dense model (before pruning)"]
+
+
+def test_checklist_names_what_moves_a_seeds_numbers_between_machines():
+    """Kernels by instruction set, timm, numpy and Pillow can shift a seed's result: the checklist says which ran."""
+    from toolkit.results.report import checklist
+
+    env = compare.environment()
+    rows = [dict(status="ok", arch="fpn", dataset="synthetic", seed=s, method=m, plugin=m, target_kind="flops",
+                 target=t, budget_steps=10, **env) for s in (0, 1) for m, t in (("fpgm", 0.25), ("fpgm", 0.5))]
+    text = "\n".join(checklist(rows))
+    for name in ("timm", "numpy", "pillow", "torch_pruning"):
+        assert f"{name} {env[name]}" in text
+    assert f"{env['cpu_capability']} kernels" in text and env["cpu_capability"]
+    assert "[x] Seeds: 2 (0, 1)" in text and "every cell trained 10 steps" in text
+    one_seed = "\n".join(checklist([r for r in rows if r["seed"] == 0]))
+    assert "[ ] Seeds: 1" in one_seed and "cannot be told from seed noise" in one_seed

@@ -273,8 +273,10 @@ def checklist(rows: Sequence[dict[str, Any]]) -> list[str]:
         + ("" if len(seeds) > 1 else " - one seed: differences cannot be told from seed noise"),
         f"- [{'x' if len(budgets) == 1 else ' '}] Identical training budget: {same_budget}",
         f"- [x] Versions: toolkit {env.get('toolkit')}, torch {env.get('torch')}, smp {env.get('smp')}, "
-        f"torch_pruning {env.get('torch_pruning')}, nni {env.get('nni')}, python {env.get('python')}, git {env.get('git_commit')}",
-        f"- [x] Hardware: {env.get('cpu')} ({env.get('machine')}, host {env.get('host')}); training device "
+        f"torch_pruning {env.get('torch_pruning')}, nni {env.get('nni')}, timm {env.get('timm')}, "
+        f"numpy {env.get('numpy')}, pillow {env.get('pillow')}, python {env.get('python')}, git {env.get('git_commit')}",
+        f"- [x] Hardware: {env.get('cpu')} ({env.get('machine')}, {env.get('cpu_capability')} kernels, host "
+        f"{env.get('host')}); training device "
         f"{env.get('device')}; latency on {env.get('latency_device')}"
         + (f" and {env.get('latency_gpu_device')}" if env.get("latency_gpu_device") else ""),
         "",

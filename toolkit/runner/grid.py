@@ -220,7 +220,11 @@ def environment() -> dict[str, Any]:
     versions = {"toolkit": toolkit.__version__, "torch": torch.__version__, "smp": smp.__version__,
                 "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_name(),
                 "cpu_threads": torch.get_num_threads(), "host": platform.node()}
-    for mod, key in (("torch_pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop")):
+    # torch picks CPU kernels by instruction set, timm builds the encoders and Pillow decodes the
+    # images: each can move a seed's numbers between machines whose torch and smp agree
+    versions["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    for mod, key in (("torch_pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
+                     ("numpy", "numpy"), ("PIL", "pillow")):
         try:
             versions[key] = getattr(__import__(mod), "__version__", "?")
         except Exception:  # noqa: BLE001 - a missing optional backend is a fact, not an error
