@@ -12,6 +12,7 @@ as failed with the reason, and the grid goes on.
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import platform
 import subprocess
@@ -223,11 +224,12 @@ def environment() -> dict[str, Any]:
     # torch picks CPU kernels by instruction set, timm builds the encoders and Pillow decodes the
     # images: each can move a seed's numbers between machines whose torch and smp agree
     versions["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    for mod, key in (("torch_pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
-                     ("numpy", "numpy"), ("PIL", "pillow")):
+    # the installed distribution's version: Torch-Pruning 1.6.1's module still says 1.6.0
+    for dist, key in (("torch-pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
+                      ("numpy", "numpy"), ("pillow", "pillow")):
         try:
-            versions[key] = getattr(__import__(mod), "__version__", "?")
-        except Exception:  # noqa: BLE001 - a missing optional backend is a fact, not an error
+            versions[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # a missing optional backend is a fact, not an error
             versions[key] = "not installed"
     try:
         versions["git_commit"] = subprocess.run(
