@@ -228,3 +228,25 @@ def test_checklist_names_what_moves_a_seeds_numbers_between_machines():
     assert "[x] Seeds: 2 (0, 1)" in text and "every cell trained 10 steps" in text
     one_seed = "\n".join(checklist([r for r in rows if r["seed"] == 0]))
     assert "[ ] Seeds: 1" in one_seed and "cannot be told from seed noise" in one_seed
+
+
+def test_a_cells_time_is_its_own_not_its_dense_models(tmp_path, monkeypatch):
+    """The first cell of a dense model used to carry the dense training's minutes (local only; Ray never did)."""
+    import time as clock
+
+    def slow_dense(*args, **kwargs):
+        clock.sleep(1.5)
+        return {"test_iou": 0.5}
+
+    monkeypatch.setattr(local, "train_dense", slow_dense)
+    monkeypatch.setattr(local, "run_cell_guarded", lambda *a, **k: {"status": "ok", "error": None})
+    seen = []
+
+    class Spy:
+        def record(self, cell, columns, seconds):
+            seen.append(seconds)
+
+    grid = tiny_grid()
+    grid.plugins, grid.sparsities, grid.archs = ["level"], [0.3], ["fpn"]
+    local.run_locally(grid, tmp_path, compare.cells(grid), Spy())
+    assert len(seen) == 1 and seen[0] < 0.5

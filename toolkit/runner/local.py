@@ -29,7 +29,6 @@ def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "
     bar = tqdm(todo, desc="cells", unit="cell", disable=not grid.run.train.progress)
     for cell in bar:
         bar.set_postfix_str(cell.id)
-        t0 = time.perf_counter()
         if cell.dense_id not in dense:
             try:
                 dense[cell.dense_id] = train_dense(cell.arch, cell.dataset, cell.seed, grid.run,
@@ -39,6 +38,7 @@ def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "
             except Exception as exc:  # noqa: BLE001 - every cell of this dense model fails with its reason
                 dense[cell.dense_id] = exc
         stats = dense[cell.dense_id]
+        t0 = time.perf_counter()  # the cell's own time, as on Ray: the dense model's is in its stats
         if isinstance(stats, BaseException):
             columns = failed_row(stats, with_traceback=True)
         else:
