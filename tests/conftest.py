@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -64,7 +65,8 @@ def ray_cluster(slow_plugin_dir):
     yields the head's address. Every process they started is killed afterwards, found by
     process group and by the cluster's own folder (never by name: other Ray clusters may run here)."""
     # Ray reads its authentication mode once, at import: the same one here and in the cluster, whatever
-    # ~/.ray holds (ray start's default is no token; the cluster listens for one test session only)
+    # ~/.ray holds (the cluster listens for one test session only). These tests are about the executor;
+    # Ray's default, token authentication, is tested with drivers of their own (token_cluster below).
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
     pytest.importorskip("ray", reason="the Ray tests need ray (pip install 'toolkit[ray]'; the test extra has it)")
@@ -145,3 +147,89 @@ def _kill_processes_mentioning(text: str) -> None:
         with contextlib.suppress(OSError):
             if text.encode() in (proc / "cmdline").read_bytes():
                 os.kill(int(proc.name), signal.SIGKILL)
+
+
+# -- a Ray head with Ray's default authentication, for tests/test_ray_auth.py --------------------
+@dataclasses.dataclass
+class TokenCluster:
+    """A head started as the README says (``ray get-auth-token --generate``, ``ray start --head``) with
+    ``RAY_AUTH_MODE`` unset, so Ray turns token authentication on. ``HOME`` and Ray's temporary folder
+    are the cluster's own: its token is not the user's, and ``auto`` finds this cluster, no other."""
+
+    folder: Path
+    env: dict[str, str]  # a shell on the head node
+    address: str = ""
+    head: subprocess.Popen | None = None
+    started: list[subprocess.Popen] = dataclasses.field(default_factory=list)
+    logs: dict[int, Path] = dataclasses.field(default_factory=dict)  # pid -> what its ray start printed
+
+    def machine(self, name: str, token: bool) -> dict[str, str]:
+        """A shell on another machine: a home of its own, holding the head's token if ``token``
+        (copied as the README says)."""
+        home = self.folder / name
+        (home / ".ray").mkdir(parents=True, exist_ok=True)
+        if token:
+            shutil.copy(self.folder / "head" / ".ray" / "auth_token", home / ".ray" / "auth_token")
+        return {**self.env, "HOME": str(home)}
+
+    def ray_start(self, name: str, *args: str, env: dict[str, str], tries: int = 1) -> subprocess.Popen:
+        """``ray start ... --block`` on this machine, waiting until it says the node runs or exits;
+        again on failure up to ``tries`` times (a loaded 2-core machine can exceed Ray's 30 s to register)."""
+        command = [str(Path(sys.executable).with_name("ray")), "start", *args, "--block", "--num-cpus", "1",
+                   "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--object-store-memory",
+                   str(300 * 2**20), "--dashboard-agent-listen-port", str(_free_port())]
+        for attempt in range(tries):
+            log = self.folder / f"{name}-{attempt}.log"
+            with log.open("w") as out:
+                self.started.append(subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                     start_new_session=True))
+            self.logs[self.started[-1].pid] = log
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and self.started[-1].poll() is None:
+                if "Ray runtime started" in log.read_text():
+                    return self.started[-1]
+                time.sleep(0.5)
+            self.stop(self.started[-1])
+        return self.started[-1]
+
+    def log(self, process: subprocess.Popen) -> str:
+        """What ``ray start`` printed."""
+        return self.logs[process.pid].read_text()
+
+    def stop(self, process: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def run(self, *command: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+        """A command of the venv (``toolkit``, ``python``) in a shell of this cluster."""
+        return subprocess.run([str(Path(sys.executable).with_name(command[0])), *command[1:]], env=env or self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def token_cluster():
+    """One head for the module; what a test starts beside it, it stops, and this stops the rest:
+    every process started here, by process group and by the cluster's folder (never by name)."""
+    pytest.importorskip("ray", reason="the Ray tests need ray (pip install 'toolkit[ray]'; the test extra has it)")
+    folder = Path(tempfile.mkdtemp(prefix="tkauth-"))  # short: Ray's socket paths must stay under 108 characters
+    (folder / "head").mkdir()
+    (folder / "scratch").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
+    env.update(HOME=str(folder / "head"), RAY_TMPDIR=str(folder), TMPDIR=str(folder / "scratch"),
+               RAY_USAGE_STATS_ENABLED="0")
+    cluster = TokenCluster(folder, env)
+    port = _free_port()
+    try:
+        made = cluster.run("ray", "get-auth-token", "--generate")
+        assert made.returncode == 0 and (folder / "head/.ray/auth_token").exists(), made.stderr
+        cluster.head = cluster.ray_start("head", "--head", "--port", str(port), "--include-dashboard", "false",
+                                         "--dashboard-port", str(_free_port()), env=env, tries=3)
+        assert cluster.head.poll() is None, cluster.log(cluster.head)
+        cluster.address = f"127.0.0.1:{port}"
+        yield cluster
+    finally:
+        for process in reversed(cluster.started):
+            cluster.stop(process)
+        _kill_processes_mentioning(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)

@@ -204,11 +204,52 @@ def _connect(ray: Any, address: str | None) -> bool:
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
     if address is None:
         kwargs["include_dashboard"] = False
+    elif address != "auto" and "://" not in address:
+        _send_token_if_here()
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
+        if _refused_token(ray, exc):
+            raise UsageError(f"the Ray cluster at {address} wants its authentication token: {TOKEN_FIX}") from None
         raise UsageError(f"cannot join a Ray cluster at {address!r}: {str(exc).splitlines()[0]} ({hint})") from None
     return True
+
+
+TOKEN_FIX = ("copy the head's ~/.ray/auth_token to ~/.ray/auth_token here (or set RAY_AUTH_TOKEN to it) "
+             "and leave RAY_AUTH_MODE unset or 'token'")
+
+
+def _send_token_if_here() -> None:
+    """Ray (2.59+) authenticates a driver that joins with ``auto`` when a token is on this machine
+    (``~/.ray/auth_token``, ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``) and ``RAY_AUTH_MODE`` is unset,
+    but one that names ``HOST:PORT`` only under ``RAY_AUTH_MODE=token``: it would be refused by the
+    cluster it belongs to. The same rule for both, through Ray's own function; a cluster without
+    authentication ignores the token. Older Rays have no token authentication: nothing to do."""
+    try:
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:
+        return
+    if not hasattr(setup, "maybe_enable_token_auth_if_token_available"):
+        return
+    said = setup.logger.level
+    setup.logger.setLevel(logging.ERROR)  # its warning speaks of starting a cluster, which a driver does not
+    try:
+        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        setup.logger.setLevel(said)
+
+
+def _refused_token(ray: Any, exc: BaseException | None) -> bool:
+    """Whether the cluster turned us away for a missing or wrong token: Ray raises its
+    ``AuthenticationError`` as the cause, or (connecting with retries) quotes it in the cause's text."""
+    refused = getattr(ray.exceptions, "AuthenticationError", None)
+    for _ in range(8):  # the chain is short; a bound keeps a cyclic one from looping
+        if refused is None or exc is None:
+            return False
+        if isinstance(exc, refused) or refused.__name__ in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _check_listening(address: str | None, hint: str) -> None:
