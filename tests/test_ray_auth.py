@@ -21,6 +21,7 @@ QUICK_REFUSAL = {"RAY_gcs_server_port_wait_time_s": "1"}  # Ray's retries of a r
 
 
 def compare(cluster, out: Path, address: str, env: dict[str, str] | None = None):
+    """``toolkit compare`` of one tiny cell, as a user runs it in a shell on a machine (``env``)."""
     config = out.parent / "grid.toml"
     config.write_text(tomli_w.dumps({"examples": 0, "run": {"latency_runs": 2}}))
     return cluster.run("toolkit", "compare", "--config", str(config), *TINY, "--executor", "ray",
