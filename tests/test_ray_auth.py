@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 TINY = ["--archs", "fpn", "--plugins", "l1", "--datasets", "synthetic", "--sparsities", "0.5", "--encoder",
         "resnet18", "--image-size", "64", "--limit", "16", "--epochs", "1", "--batch-size", "2",
         "--steps-per-epoch", "1", "--threads", "1", "--device", "cpu", "--no-progress"]
-QUICK_REFUSAL = {"RAY_gcs_server_port_wait_time_s": "1"}  # Ray's retries of a refused connection: 1 s, not 20
+QUICK_REFUSAL = {"RAY_gcs_server_port_wait_time_s": "5"}  # Ray's retries of a refused connection: 5 s, not 20
 
 
 def compare(cluster, out: Path, address: str, env: dict[str, str] | None = None):
