@@ -27,7 +27,9 @@ from toolkit.config import RunConfig, read_toml, update, use_recipe
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.store import finished, write_results
+from toolkit.results.tracking import TrackingConfig, open_tracker
 from toolkit.runner.cell import Cell
+from toolkit.runner.lock import hold
 from toolkit.runner.stages import write_json
 
 EXECUTORS = ("local", "ray")
@@ -63,6 +65,7 @@ class GridConfig:
     executor: str = "local"
     cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # [tracking] mlflow = "URI"
     run: RunConfig = field(default_factory=lambda: demo_run_config())
 
 
@@ -79,6 +82,9 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     grid = GridConfig()
     data = read_toml(path) if path else {}
     run_values = data.pop("run", {})
+    tracking = data.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("mlflow"), bool):  # mlflow = true: the local store
+        tracking["mlflow"] = "local" if tracking["mlflow"] else None
     update(grid, data, str(path))
     update(grid.run, run_values, f"{path}: [run]")
     run_overrides = overrides.pop("run", {}) or {}
@@ -289,24 +295,35 @@ def run_grid(
     force: bool = False,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every unfinished cell on the grid's executor; returns all rows (finished before and now)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(grid, out_dir, force)
-    _write_grid(grid, out_dir)
-    rows = finished(out_dir)
-    todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
-    recorder = Recorder(grid, out_dir, rows, on_cell)
-    if todo:
-        if grid.executor == "ray":
-            from toolkit.runner.ray_executor import run_on_ray
+    """Run every unfinished cell on the grid's executor; returns all rows (finished before and now).
+    The folder is locked meanwhile (``toolkit.runner.lock``): a second grid on it stops at once."""
+    with hold(out_dir, "compare"):
+        _check_same_settings(grid, out_dir, force)
+        _write_grid(grid, out_dir)
+        rows = finished(out_dir)
+        todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
+        with open_tracker(grid, out_dir, rows) as tracker:
+            recorder = Recorder(grid, out_dir, rows, _both(tracker.log_cell if tracker else None, on_cell))
+            if todo:
+                if grid.executor == "ray":
+                    from toolkit.runner.ray_executor import run_on_ray
 
-            run_on_ray(grid, out_dir, todo, recorder)
-        else:
-            from toolkit.runner.local import run_locally
+                    run_on_ray(grid, out_dir, todo, recorder)
+                else:
+                    from toolkit.runner.local import run_locally
 
-            run_locally(grid, out_dir, todo, recorder)
-    write_results(out_dir, rows)
+                    run_locally(grid, out_dir, todo, recorder)
+        write_results(out_dir, rows)
     return rows
+
+
+def _both(*hooks: Callable[[Cell, dict[str, Any]], None] | None) -> Callable[[Cell, dict[str, Any]], None]:
+    """The tracker's ``on_cell`` and the caller's, in that order."""
+    def call(cell: Cell, row: dict[str, Any]) -> None:
+        for hook in hooks:
+            if hook:
+                hook(cell, row)
+    return call
 
 
 def _run_settings(grid: GridConfig) -> dict[str, Any]:
