@@ -30,7 +30,7 @@ LOCAL = "local"  # the store inside the run folder
 STATE = "mlflow.json"
 # a lost server costs seconds, not the minutes of mlflow's defaults (7 retries, 120 s timeout);
 # values the user set in the environment win
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.5",
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 MEASURED = ("test_iou", "params", "flops", "latency", "file_bytes", "zip_bytes", "zero_fraction", "reached",
             "channel_rate", "pruner_claimed", "time_", "steps_")
