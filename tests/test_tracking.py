@@ -108,6 +108,9 @@ def test_grid_logs_to_the_store_in_its_folder_once(finished, tmp_path):
     run_grid(grid(tmp_path, mlflow="local"), out)  # resumed: nothing logged twice
     assert len(runs_by_name(client)) == 3
     assert runs_by_name(client)["run"].info.status == "FINISHED"
+    (out / "mlflow.db").unlink()
+    run_grid(grid(tmp_path, mlflow=True), out)  # a store that lost the grid's runs gets them again
+    check_runs_equal_rows(MlflowClient(f"sqlite:///{out / 'mlflow.db'}"), out)
 
 
 @pytest.fixture

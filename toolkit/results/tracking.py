@@ -115,10 +115,9 @@ class Tracker:
         else:
             experiment_id = experiment.experiment_id
         self.experiment_id = experiment_id
-        if mine.get("parent") and mine.get("experiment_id") == experiment_id:
-            self.parent = mine["parent"]
-            self.client.update_run(self.parent, status="RUNNING")
+        if mine.get("parent") and mine.get("experiment_id") == experiment_id and self._reopen(mine["parent"]):
             return
+        self.logged.clear()  # another experiment, or a store that lost the grid's runs: log them all again
         run = self.client.create_run(experiment_id, run_name=self.out_dir.resolve().name,
                                      tags={"toolkit.kind": "grid", "toolkit.run_dir": str(self.out_dir.resolve())})
         self.parent = run.info.run_id
@@ -130,6 +129,19 @@ class Tracker:
             "targets": [*map(str, grid.sparsities), *grid.targets], "encoder": grid.run.encoder,
             "recipe": grid.run.train.recipe, "executor": grid.executor,
         }, files=[self.out_dir / "grid.toml", self.out_dir / "settings.json"])
+
+    def _reopen(self, parent: str) -> bool:
+        """The parent run of an earlier run of this grid, running again; False if the store lost it."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.update_run(parent, status="RUNNING")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            return False
+        self.parent = parent
+        return True
 
     def close(self, status: str) -> None:
         if self.parent and not self.broken:

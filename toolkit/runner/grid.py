@@ -3,7 +3,8 @@
 ``load_grid`` reads and checks the grid (TOML and command line), ``cells``
 lists its cells, ``run_grid`` runs the unfinished ones on an executor
 (``local`` here, ``ray`` on a cluster) and returns every row. Rows are written
-by this process alone, one file per cell plus ``results.jsonl``, each
+by this process alone (it locks the folder: ``toolkit.runner.lock``), one file
+per cell plus ``results.jsonl``, each
 atomically, so killing the run (Ctrl-C, kill -9, a lost machine) loses no
 finished cell and the same command resumes where it stopped. A cell whose
 plugin raises, hangs past ``cell_timeout`` or whose worker dies is recorded
@@ -295,25 +296,29 @@ def run_grid(
     force: bool = False,
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every unfinished cell on the grid's executor; returns all rows (finished before and now).
-    The folder is locked meanwhile (``toolkit.runner.lock``): a second grid on it stops at once."""
-    with hold(out_dir, "compare"):
+    """Run every unfinished cell on the grid's executor; returns all rows (finished before and now)."""
+    with hold(out_dir, "compare"):  # one grid per folder: a second one stops at once (toolkit.runner.lock)
         _check_same_settings(grid, out_dir, force)
         _write_grid(grid, out_dir)
         rows = finished(out_dir)
-        todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
         with open_tracker(grid, out_dir, rows) as tracker:
-            recorder = Recorder(grid, out_dir, rows, _both(tracker.log_cell if tracker else None, on_cell))
-            if todo:
-                if grid.executor == "ray":
-                    from toolkit.runner.ray_executor import run_on_ray
+            return _run_cells(grid, out_dir, rows, retry_failed, _both(tracker.log_cell if tracker else None, on_cell))
 
-                    run_on_ray(grid, out_dir, todo, recorder)
-                else:
-                    from toolkit.runner.local import run_locally
 
-                    run_locally(grid, out_dir, todo, recorder)
-        write_results(out_dir, rows)
+def _run_cells(grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]], retry_failed: bool,
+               on_cell: Callable[[Cell, dict[str, Any]], None]) -> dict[str, dict[str, Any]]:
+    todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
+    recorder = Recorder(grid, out_dir, rows, on_cell)
+    if todo:
+        if grid.executor == "ray":
+            from toolkit.runner.ray_executor import run_on_ray
+
+            run_on_ray(grid, out_dir, todo, recorder)
+        else:
+            from toolkit.runner.local import run_locally
+
+            run_locally(grid, out_dir, todo, recorder)
+    write_results(out_dir, rows)
     return rows
 
 
