@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
@@ -103,6 +104,7 @@ class Tracker:
             from mlflow.tracking import MlflowClient
         except ImportError:
             raise UsageError("--mlflow needs mlflow: pip install 'toolkit[mlflow]'") from None
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial tables..."
         self.client = MlflowClient(tracking_uri=self.uri)
         self._guard(self._open_parent)
 
