@@ -25,7 +25,7 @@ def test_hanging_pruner_times_out_and_the_other_cells_finish(tmp_path, slow_plug
         "--datasets", "synthetic", "--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--epochs", "1",
         "--batch-size", "2", "--steps-per-epoch", "1", "--threads", "1", "--device", "cpu", "--no-progress",
         "--cell-timeout", str(TIMEOUT), "--out", str(tmp_path / "run"), *where,
-    ]) == 0
+    ]) == 1, "a timed-out cell fails the command"
     rows = {r["plugin"]: r for r in map(json.loads, (tmp_path / "run" / "results.jsonl").read_text().splitlines())}
     assert rows["sleepy"]["status"] == "failed"
     assert rows["sleepy"]["error"] == f"CellTimeout: timed out after {TIMEOUT} s"

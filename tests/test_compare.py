@@ -113,18 +113,22 @@ def test_grid_resumes_without_recomputing_or_losing_cells(tmp_path, monkeypatch)
         assert f"]({png})" in report.read_text()
 
 
-def test_failing_plugin_is_a_failed_row_and_the_grid_goes_on(tmp_path, exploding_plugin, capsys):
-    code = main([
+def test_failing_plugin_is_a_failed_row_the_grid_goes_on_and_the_exit_status_says_so(tmp_path, exploding_plugin, capsys):
+    argv = [
         "compare", "--plugins", "exploding,level", "--archs", "fpn", "--sparsities", "0.5", "--datasets", "synthetic",
         "--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--epochs", "1", "--batch-size", "2",
         "--steps-per-epoch", "1", "--out", str(tmp_path), "--no-progress",
-    ])
-    assert code == 0
+    ]
+    assert main(argv) == 1, "a failed cell is a failed command, after every row and the report are written"
     rows = {json.loads(l)["plugin"]: json.loads(l) for l in (tmp_path / "results.jsonl").read_text().splitlines()}
     assert rows["exploding"]["status"] == "failed"
     assert "RuntimeError: this pruner always fails" in rows["exploding"]["error"]
     assert rows["level"]["status"] == "ok"
     assert "failed: RuntimeError: this pruner always fails" in (tmp_path / "results.md").read_text()
+    out, err = capsys.readouterr()
+    assert "failed: fpn__synthetic__exploding__0.5__s0: RuntimeError: this pruner always fails" in out
+    assert "1 cells ok, 1 failed" in out and "1 cell(s) failed" in err
+    assert main([*argv, "--allow-failed"]) == 0, "for scripts that expect failures"
     assert "1 cells ok, 1 failed" in capsys.readouterr().out
 
 

@@ -336,6 +336,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from toolkit.errors import UsageError
     from toolkit.results.report import write_report
     from toolkit.runner.grid import load_grid, run_grid
+    from toolkit.runner.lock import hold
 
     epochs = _split(args.epochs, int)
     if epochs is not None and len(epochs) not in (1, 3):
@@ -351,13 +352,26 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
                      sparsities=_split(args.sparsities, float), targets=_split(args.targets),
                      datasets=_split(args.datasets), seeds=seeds, executor=args.executor,
-                     cell_timeout=args.cell_timeout, ray=ray or None, run=run)
+                     cell_timeout=args.cell_timeout, ray=ray or None, run=run, tracking=_tracking(args))
     out = Path(args.out)
-    rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force)
-    report = write_report(out)
-    failed = sum(r["status"] != "ok" for r in rows.values())
-    print(f"{len(rows) - failed} cells ok, {failed} failed; report: {report}")
+    with hold(out, "compare"):
+        rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force)
+        report = write_report(out)
+    failed = [r for r in rows.values() if r["status"] != "ok"]
+    for r in failed:
+        print(f"failed: {r['cell']}: {r.get('error') or 'no reason recorded'}")
+    print(f"{len(rows) - len(failed)} cells ok, {len(failed)} failed; report: {report}")
+    if failed and not args.allow_failed:
+        print(f"toolkit compare: {len(failed)} cell(s) failed (--retry-failed runs them again; "
+              "--allow-failed exits 0 anyway)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _tracking(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--mlflow [URI]`` and ``--mlflow-models`` over the grid's ``[tracking]``."""
+    given = {k: v for k, v in {"mlflow": args.mlflow, "models": args.mlflow_models or None}.items() if v is not None}
+    return given or None
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
@@ -382,6 +396,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cell-timeout", type=float, help="seconds; a cell running longer is stopped and recorded as failed")
     p.add_argument("--out", default="runs/compare", help="run folder (default runs/compare); an existing one is resumed")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="exit 0 even if cells failed (default: exit 1 after writing every row and the report)")
+    p.add_argument("--mlflow", nargs="?", const="local", metavar="URI",
+                   help="log every dense model and cell to MLflow, nested under one run for the grid: alone, to a "
+                        "store in the run folder (RUN/mlflow.db); or to a tracking URI, e.g. http://host:5000")
+    p.add_argument("--mlflow-models", action="store_true", help="with --mlflow: log the model files too (large)")
     p.add_argument("--force", action="store_true", help="resume even if the folder was made with other settings")
     _add_settings(p)
     p.set_defaults(func=_cmd_compare)
@@ -404,12 +424,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     from toolkit.results.report import write_report
+    from toolkit.runner.lock import hold
     from toolkit.runner.merge import merge_runs
 
     out = Path(args.into)
-    done = merge_runs(out, [Path(s) for s in args.run_dirs], force=args.force)
+    with hold(out, "merge", option="--into"):
+        done = merge_runs(out, [Path(s) for s in args.run_dirs], force=args.force)
+        report = write_report(out)
     kept = f" ({len(done.kept)} in both, kept from {out})" if done.kept else ""
-    print(f"merged {len(done.cells)} cells and {len(done.dense)} dense models{kept}; report: {write_report(out)}")
+    print(f"merged {len(done.cells)} cells and {len(done.dense)} dense models{kept}; report: {report}")
     return 0
 
 

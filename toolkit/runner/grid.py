@@ -3,7 +3,8 @@
 ``load_grid`` reads and checks the grid (TOML and command line), ``cells``
 lists its cells, ``run_grid`` runs the unfinished ones on an executor
 (``local`` here, ``ray`` on a cluster) and returns every row. Rows are written
-by this process alone, one file per cell plus ``results.jsonl``, each
+by this process alone (it locks the folder: ``toolkit.runner.lock``), one file
+per cell plus ``results.jsonl``, each
 atomically, so killing the run (Ctrl-C, kill -9, a lost machine) loses no
 finished cell and the same command resumes where it stopped. A cell whose
 plugin raises, hangs past ``cell_timeout`` or whose worker dies is recorded
@@ -27,7 +28,9 @@ from toolkit.config import RunConfig, read_toml, update, use_recipe
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.store import finished, write_results
+from toolkit.results.tracking import TrackingConfig, open_tracker
 from toolkit.runner.cell import Cell
+from toolkit.runner.lock import hold
 from toolkit.runner.stages import write_json
 
 EXECUTORS = ("local", "ray")
@@ -63,6 +66,7 @@ class GridConfig:
     executor: str = "local"
     cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
     ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # [tracking] mlflow = "URI"
     run: RunConfig = field(default_factory=lambda: demo_run_config())
 
 
@@ -79,6 +83,9 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     grid = GridConfig()
     data = read_toml(path) if path else {}
     run_values = data.pop("run", {})
+    tracking = data.get("tracking")
+    if isinstance(tracking, dict) and isinstance(tracking.get("mlflow"), bool):  # mlflow = true: the local store
+        tracking["mlflow"] = "local" if tracking["mlflow"] else None
     update(grid, data, str(path))
     update(grid.run, run_values, f"{path}: [run]")
     run_overrides = overrides.pop("run", {}) or {}
@@ -290,10 +297,16 @@ def run_grid(
     on_cell: Callable[[Cell, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every unfinished cell on the grid's executor; returns all rows (finished before and now)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_settings(grid, out_dir, force)
-    _write_grid(grid, out_dir)
-    rows = finished(out_dir)
+    with hold(out_dir, "compare"):  # one grid per folder: a second one stops at once (toolkit.runner.lock)
+        _check_same_settings(grid, out_dir, force)
+        _write_grid(grid, out_dir)
+        rows = finished(out_dir)
+        with open_tracker(grid, out_dir, rows) as tracker:
+            return _run_cells(grid, out_dir, rows, retry_failed, _both(tracker.log_cell if tracker else None, on_cell))
+
+
+def _run_cells(grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]], retry_failed: bool,
+               on_cell: Callable[[Cell, dict[str, Any]], None]) -> dict[str, dict[str, Any]]:
     todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
     recorder = Recorder(grid, out_dir, rows, on_cell)
     if todo:
@@ -307,6 +320,15 @@ def run_grid(
             run_locally(grid, out_dir, todo, recorder)
     write_results(out_dir, rows)
     return rows
+
+
+def _both(*hooks: Callable[[Cell, dict[str, Any]], None] | None) -> Callable[[Cell, dict[str, Any]], None]:
+    """The tracker's ``on_cell`` and the caller's, in that order."""
+    def call(cell: Cell, row: dict[str, Any]) -> None:
+        for hook in hooks:
+            if hook:
+                hook(cell, row)
+    return call
 
 
 def _run_settings(grid: GridConfig) -> dict[str, Any]:

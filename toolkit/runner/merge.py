@@ -16,6 +16,7 @@ from pathlib import Path
 
 from toolkit.errors import UsageError
 from toolkit.results.store import finished, write_results
+from toolkit.runner.lock import hold
 
 SETTINGS = "settings.json"
 RESUME_FILES = "*_last.pt"
@@ -64,8 +65,12 @@ def merge_runs(dest: Path, sources: list[Path], force: bool = False) -> Merged:
         if src.resolve() == dest.resolve():
             raise UsageError(f"{src} is the destination itself")
         _check_same(dest, src, force)
+    with hold(dest, "merge", option="--into"):  # a grid running on it would interleave its rows with ours
+        return _merge(dest, sources)
+
+
+def _merge(dest: Path, sources: list[Path]) -> Merged:
     done = Merged()
-    dest.mkdir(parents=True, exist_ok=True)
     for src in sources:
         for name in (SETTINGS, "grid.toml"):
             if (src / name).is_file() and not (dest / name).exists():
