@@ -67,12 +67,14 @@ def test_lr_find_recovery_rate_is_the_range_tests_suggestion_within_bounds(thin_
 
 @pytest.mark.slow
 def test_prune_with_recovery_lr_by_flops_records_the_rate_it_chose(tmp_path):
+    """End to end, in NHWC memory format too (channel surgery on channels_last weights)."""
     out = tmp_path / "run"
     code = main(["prune", "--arch", "linknet", "--plugin", "l1", "--target", "flops=0.7", "--recovery-lr", "by-flops",
+                 "--channels-last",
                  "--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch-size", "2",
                  "--steps-per-epoch", "1", "--epochs-train", "1", "--epochs-prune", "0", "--epochs-finetune", "1",
                  "--no-progress", "--device", "cpu", "--out", str(out)])
     assert code == 0
     row = json.loads((out / "result.json").read_text())
-    assert row["flops_reduction"] > 0.55
+    assert row["flops_reduction"] > 0.55 and row["test_iou_pruned"] == row["test_iou_pruned"]  # not NaN
     assert row["recovery_lr_max"] == pytest.approx(3e-3 * scale_for_reduction(0.1, row["flops_reduction"]), rel=1e-6)
