@@ -196,6 +196,8 @@ class Trainer:
     loss, and distillation swaps in its own (``with_objective``).
     ``stage_steps`` lays one-cycle and cosine schedules out over a stage that
     is trained step by step (the prune stage); ``fit`` knows its own length.
+    ``cfg.sparsity_regularizer`` acts in ``fit(stage="train")`` alone: the
+    dense training, never a recovery.
     """
 
     def __init__(
@@ -281,11 +283,12 @@ class Trainer:
             return next(self._stream)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        non_blocking = self.device.type == "cuda"
-        x = x.to(self.device, non_blocking=non_blocking)
-        if self.cfg.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, y.to(self.device, non_blocking=non_blocking)
+        return self._input(x), y.to(self.device, non_blocking=self.device.type == "cuda")
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of images on the device, in the model's memory format."""
+        x = x.to(self.device, non_blocking=self.device.type == "cuda")
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last and x.dim() == 4 else x
 
     def _place(self, model: nn.Module) -> nn.Module:
         """On the device, and in NHWC layout with ``channels_last`` (again after surgery made new weights)."""
@@ -302,7 +305,7 @@ class Trainer:
 
         # a fixed input of the data's shape: tracing needs shapes, and drawing a sample would use randomness
         example = torch.zeros_like((self.val_set if len(self.val_set) else self.train_set)[0][0]).unsqueeze(0)
-        return sparsity_regularizer(self.cfg.sparsity_regularizer, model, self._to_device(example, example)[0],
+        return sparsity_regularizer(self.cfg.sparsity_regularizer, model, self._input(example),
                                     self.cfg.regularizer_strength)
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
