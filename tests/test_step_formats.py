@@ -48,3 +48,4 @@ def test_channels_last_gives_the_same_model_within_float_tolerance():
     moved = torch.cat([(plain.state_dict()[k] - start[k]).flatten() for k in weights]).norm()
     apart = torch.cat([(plain.state_dict()[k] - nhwc.state_dict()[k]).flatten() for k in weights]).norm()
     assert apart < 0.03 * moved, (float(apart), float(moved))
+
