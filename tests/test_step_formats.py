@@ -10,10 +10,15 @@ from torch.utils.data import TensorDataset
 from toolkit.workbench.models import create_model
 from toolkit.workbench.training import TrainConfig, Trainer
 
+LAYOUTS: list[tuple[bool, bool]] = []  # (input, weight) in NHWC, at every forward pass of the first conv
+
 
 def train(channels_last: bool, precision: str, epochs: int = 2) -> tuple[torch.nn.Module, list[float], float]:
     torch.manual_seed(0)
     model = create_model("fpn", "resnet18", num_classes=2)
+    conv = model.encoder.conv1
+    conv.register_forward_pre_hook(lambda m, inputs: LAYOUTS.append(
+        (inputs[0].is_contiguous(memory_format=torch.channels_last), m.weight.is_contiguous(memory_format=torch.channels_last))))
     x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 2, (4, 64, 64))
     y[:, 16:48, 16:48] = 1
     data = TensorDataset(x, y)
@@ -27,10 +32,11 @@ def train(channels_last: bool, precision: str, epochs: int = 2) -> tuple[torch.n
 
 @pytest.mark.parametrize("channels_last, precision", [(True, "32"), (False, "bf16-mixed"), (True, "bf16-mixed")])
 def test_channels_last_and_bf16_train_with_finite_loss(channels_last, precision):
+    LAYOUTS.clear()
     model, losses, iou = train(channels_last, precision)
+    assert len(LAYOUTS) >= 4 and set(LAYOUTS) == {(channels_last, channels_last)}, "training and validation in NHWC"
     assert all(math.isfinite(v) for v in losses) and math.isfinite(iou)
-    conv = model.encoder.conv1.weight
-    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert model.encoder.conv1.weight.is_contiguous(), "the usual layout again once training is done"
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

@@ -297,6 +297,12 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         return model
 
+    def _release(self, model: nn.Module) -> None:
+        """Back to the usual layout once a call is done, so what is measured, pruned or saved
+        afterwards (latency above all) is the model as it would be without ``channels_last``."""
+        if self.cfg.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
     def _regularizer(self, model: nn.Module, stage: str) -> Callable[[nn.Module], None] | None:
         """The sparsity regulariser of prune-aware training: the dense training stage only."""
         if stage != "train" or self.cfg.sparsity_regularizer == "none":
@@ -329,6 +335,7 @@ class Trainer:
             optimizer, scheduler = self._optimizer_for(model)
         run_steps(model, optimizer, steps, lambda m: self.batch_loss(m, *self._next_batch()), after_backward,
                   after_step, scaler=grad_scaler(self.device, self.precision), scheduler=scheduler)
+        self._release(model)
 
     def _optimizer_for(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
         """One optimiser and schedule across calls on the same parameters, so a gradual
@@ -361,6 +368,7 @@ class Trainer:
                 logits = sliding_window_logits(model, x, self.cfg.eval_window) if self.cfg.eval_window else model(x)
             meter.update(logits.float(), y)
         model.train(was_training)
+        self._release(model)
         return meter.compute()
 
     def score(self, model: nn.Module, limit: int | None = None) -> float:
@@ -411,6 +419,7 @@ class Trainer:
             t0 = time.perf_counter()
             steps_per_epoch = per_epoch if steps is None else min(per_epoch, steps - epoch * per_epoch)
             batches = self._epoch_batches(stage, epoch)
+            self._place(model)  # validation put the usual layout back
             bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{epochs}", leave=False, disable=not cfg.progress)
 
             def one_batch(m: nn.Module) -> torch.Tensor:
@@ -453,6 +462,7 @@ class Trainer:
                     last_path,
                 )
                 write_history(history, out_dir / f"{stage}_metrics.csv")
+        self._release(model)
         return history
 
 
