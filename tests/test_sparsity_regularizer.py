@@ -66,6 +66,17 @@ def test_group_norm_regulariser_leaves_the_output_layers_outputs_alone():
     assert model.segmentation_head.bias.grad.abs().sum() == 0
 
 
+def test_group_norm_penalty_stays_finite_where_a_layer_has_one_channel():
+    """MA-Net on EfficientNet-Lite0 squeezes to one channel in its decoder's SE blocks: Torch-Pruning's
+    scaling is 0 / 0 there (NaN gradients, measured before the layer was left out)."""
+    torch.manual_seed(0)
+    model = create_model("manet", "tu-tf_efficientnet_lite0", num_classes=2)
+    model(torch.randn(2, 3, 64, 64)).mean().backward()
+    sparsity_regularizer("group_norm", model, torch.zeros(1, 3, 64, 64), 1e-4)(model)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.decoder.blocks[2].SE_ll[1].weight.grad.abs().sum() > 0, "the SE layer still learns"
+
+
 def fit_smp(regularizer: str, stage: str) -> nn.Module:
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 2, (4, 64, 64))

@@ -12,7 +12,8 @@ so any optimiser then shrinks the penalised weights.
   BatchNorms and are left alone.
 
 The layers whose outputs are the classes (``output_layers``) are ignored as
-every pruner ignores them, so the penalty never weakens what no pruner may remove.
+every pruner ignores them, so the penalty never weakens what no pruner may remove;
+so are layers with a single output channel (nothing to remove there either).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from toolkit.pruning.surgery import traceable
+from toolkit.pruning.surgery import PRUNABLE, _out_channels, traceable
 from toolkit.workbench.models import output_layers
 from toolkit.workbench.optim import REGULARIZERS, check_choice
 
@@ -49,7 +50,14 @@ def sparsity_regularizer(
         with traceable(model) as forward_fn, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Torch-Pruning warns about every op it treats as element-wise
             pruner = cls(model, example_inputs, importance=importance, reg=strength,
-                         ignored_layers=output_layers(model), forward_fn=forward_fn)
+                         ignored_layers=[*output_layers(model), *_single_channel_layers(model)], forward_fn=forward_fn)
     finally:
         model.train(was_training)
     return pruner.regularize
+
+
+def _single_channel_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers with one output channel (MA-Net's squeeze-excitation on EfficientNet-Lite0): no pruner can
+    remove it, and ``GroupNormPruner`` scales its penalty by (max - imp) / (max - min) over the group's
+    channels, which is 0 / 0 for one channel and would put NaN into the gradients."""
+    return [m for m in model.modules() if isinstance(m, PRUNABLE) and _out_channels(m) == 1]
