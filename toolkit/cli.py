@@ -129,6 +129,11 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruning-steps", type=int, help="n_p: pruning steps of gradual and iterative pruners (default 10)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
+    p.add_argument("--distill-kind", choices=["logits", "features", "both"],
+                   help="what the pruned model matches (implies --distill): the teacher's logits (default), "
+                        "its decoder features (pair-wise, any channel count) or both")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="train with model and batches in NHWC memory format (often faster convolutions on CPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, (kind, text) in METHOD_OPTIONS.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
@@ -148,6 +153,11 @@ METHOD_OPTIONS = {  # training method settings: (type, help); each overrides the
     "eval_window": (int, "evaluate in overlapping windows of this side (0 = whole images)"),
     "val_every": (int, "validate every N epochs and after the last (default 1): on a CPU validation can cost as "
                        "much as training; the weights do not depend on it"),
+    "sparsity_regularizer": (str, "prune-aware dense training: none (default), group_norm or bn_l1 "
+                                  "(Torch-Pruning's regularisers, dense training stage only)"),
+    "regularizer_strength": (float, "the sparsity regulariser's coefficient (default 1e-4)"),
+    "recovery_lr": (str, "the fine-tune's peak rate: scale (default, lr_max x recovery_lr_scale), by-flops "
+                         "(rises with the FLOPs removed) or lr-find (a short range test on the pruned model)"),
 }
 
 
@@ -156,6 +166,7 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
     train = {k: v for k, v in {
         "batch_size": args.batch_size, "max_steps_per_epoch": args.steps_per_epoch, "sampling": args.sampling,
         "workers": args.workers, "pin_memory": args.pin_memory, "progress": False if args.no_progress else None,
+        "channels_last": args.channels_last,
         **{name: getattr(args, name, None) for name in METHOD_OPTIONS},
     }.items() if v is not None}
     run = {name: getattr(args, name, None) for name in (
@@ -163,8 +174,8 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
         "deterministic", "threads", "pruning_steps",
     )}
     run.update(epochs or {})
-    if args.distill:
-        run["distill"] = {"enabled": True}
+    if args.distill or args.distill_kind:
+        run["distill"] = {"enabled": True, **({"kind": args.distill_kind} if args.distill_kind else {})}
     return {**{k: v for k, v in run.items() if v is not None}, **({"train": train} if train else {})}
 
 

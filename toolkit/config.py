@@ -19,7 +19,7 @@ from toolkit.errors import UsageError
 from toolkit.workbench.device import check_precision, resolve_device
 from toolkit.workbench.distill import DistillConfig
 from toolkit.workbench.losses import WEIGHT_RULES, check_loss_weights, parse_loss, resolve_class_weights
-from toolkit.workbench.optim import OPTIMIZERS, SCHEDULES, check_choice
+from toolkit.workbench.optim import OPTIMIZERS, RECOVERY_LRS, REGULARIZERS, SCHEDULES, check_choice, scale_for_reduction
 from toolkit.workbench.recipes import apply_recipe
 from toolkit.workbench.training import TrainConfig
 
@@ -58,13 +58,19 @@ class RunConfig:
     finetune: dict[str, Any] = field(default_factory=dict)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
-    def stage_train(self, stage: str) -> TrainConfig:
-        """The training settings of one stage: ``train`` with the stage's own overrides."""
+    def stage_train(self, stage: str, flops_reduction: float | None = None) -> TrainConfig:
+        """The training settings of one stage: ``train`` with the stage's own overrides.
+
+        ``flops_reduction`` (what pruning removed) sets the fine-tune's peak
+        rate under ``recovery_lr = "by-flops"``."""
         overrides = {"prune": self.prune, "finetune": self.finetune}.get(stage) or {}
         cfg = update(dataclasses.replace(self.train), dict(overrides), f"[run.{stage}]")
         if stage in ("prune", "finetune") and "lr_max" not in overrides:
             # recovering a trained model: a restart at the training's peak rate undoes what it learnt
-            cfg.lr_max *= cfg.recovery_lr_scale
+            scale = cfg.recovery_lr_scale
+            if stage == "finetune" and cfg.recovery_lr == "by-flops" and flops_reduction is not None:
+                scale = scale_for_reduction(scale, flops_reduction)
+            cfg.lr_max *= scale
             cfg.lr_min = min(cfg.lr_min, cfg.lr_max)
         return cfg
 
@@ -117,6 +123,10 @@ def check_train(t: TrainConfig, image_size: int) -> None:
         raise UsageError(f"learning rates must satisfy 0 < lr-min <= lr-max, got {t.lr_min} and {t.lr_max}")
     if not 0 < t.recovery_lr_scale <= 1:
         raise UsageError(f"recovery_lr_scale is a factor in (0, 1], got {t.recovery_lr_scale}")
+    check_choice("recovery_lr", t.recovery_lr, RECOVERY_LRS)
+    check_choice("sparsity_regularizer", t.sparsity_regularizer, REGULARIZERS)
+    if not t.regularizer_strength >= 0:
+        raise UsageError(f"regularizer_strength must be >= 0, got {t.regularizer_strength}")
     if t.warmup_steps < 0 or t.weight_decay < 0 or t.zero_iou_patience < 0:
         raise UsageError("warmup-steps, weight-decay and zero-iou-patience must be >= 0")
     if isinstance(t.val_every, bool) or not isinstance(t.val_every, int) or t.val_every < 1:

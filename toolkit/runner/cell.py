@@ -18,7 +18,7 @@ from toolkit.pruning.surgery import channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, met
 from toolkit.runner.stages import (
     compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached,
-    recipe, reinitialise, save_examples, save_model,
+    recipe, recovery_trainer, reinitialise, save_examples, save_model,
 )
 from toolkit.workbench.training import write_history
 
@@ -101,7 +101,8 @@ def run_cell(
         reinitialise(result.model, cell.seed)
         finetune_steps += int(dense.get("steps_train", 0))
         recovery = "train"
-    ft_history, ft_seconds = finetune_stage(wb.trainer(recovery, teacher), result, finetune_steps, folder)
+    recoverer = recovery_trainer(wb, recovery, result.model, dense["flops"], teacher)
+    ft_history, ft_seconds = finetune_stage(recoverer, result, finetune_steps, folder)
     del dense_model, teacher
 
     stats = describe(result.model, wb)
@@ -123,6 +124,7 @@ def run_cell(
         "device": str(wb.device),
         "precision": settings.precision,
         "distill": settings.distill.enabled,
+        "recovery_lr_max": recoverer.cfg.lr_max,  # the fine-tune's peak rate (recovery_lr chooses it)
         "curves": [h.__dict__ for h in pruned.history + ft_history],
         "prune_history": result.history,
         "meta": result.meta,

@@ -346,8 +346,7 @@ def _check_same_settings(grid: GridConfig, out_dir: Path, force: bool) -> None:
     saved = out_dir / "settings.json"
     now = _run_settings(grid)
     if saved.exists() and not force:
-        before = json.loads(saved.read_text())
-        changed = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        changed = changed_settings(now, json.loads(saved.read_text()))
         if changed:
             raise UsageError(
                 f"{out_dir} holds cells made with other settings ({', '.join(changed)}); "
@@ -355,6 +354,21 @@ def _check_same_settings(grid: GridConfig, out_dir: Path, force: bool) -> None:
             )
     if not saved.exists() or force:
         write_json(now, saved)
+
+
+def changed_settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The run settings (top-level names) in which two ``settings.json`` differ. A setting that
+    one of them predates counts as its default: a grid started before the toolkit gained a
+    setting still resumes and merges, as long as the new setting is left at its default."""
+    default = _run_settings(GridConfig(run=RunConfig()))
+    a, b = _with_defaults(a, default), _with_defaults(b, default)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _with_defaults(saved: Any, default: Any) -> Any:
+    if isinstance(saved, dict) and isinstance(default, dict):
+        return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in saved.items()}}
+    return saved
 
 
 def _write_grid(grid: GridConfig, out_dir: Path) -> None:

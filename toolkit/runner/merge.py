@@ -16,6 +16,7 @@ from pathlib import Path
 
 from toolkit.errors import UsageError
 from toolkit.results.store import finished, write_results
+from toolkit.runner.grid import changed_settings
 from toolkit.runner.lock import hold
 
 SETTINGS = "settings.json"
@@ -41,8 +42,7 @@ def _settings(folder: Path) -> dict:
 def _check_same(dest: Path, src: Path, force: bool) -> None:
     if not (dest / SETTINGS).exists():
         return
-    a, b = _settings(dest), _settings(src)
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    changed = changed_settings(_settings(dest), _settings(src))
     if changed and not force:
         raise UsageError(f"{src} was made with other settings than {dest} ({', '.join(changed)}); "
                          "its rows would not be comparable (--force joins them anyway)")

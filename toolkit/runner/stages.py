@@ -46,12 +46,14 @@ class Workbench:
     device: torch.device
     example: torch.Tensor  # one test image (CPU), for FLOP counts and tracing
 
-    def trainer(self, stage: str, teacher: nn.Module | None = None) -> Trainer:
+    def trainer(self, stage: str, teacher: nn.Module | None = None, flops_reduction: float | None = None) -> Trainer:
         """A fresh trainer for one stage, with the stage's settings; its randomness is
         ``derive(seed, stage)``, the same for every cell of the seed. With a ``teacher`` and
-        ``distill.enabled`` its loss distils the teacher into the model it trains."""
+        ``distill.enabled`` its loss distils the teacher into the model it trains;
+        ``flops_reduction`` is for ``recovery_lr = "by-flops"`` (``RunConfig.stage_train``)."""
         stage_steps = max(1, self.settings.epochs_prune * self.steps_per_epoch) if stage == "prune" else 0
-        trainer = Trainer(self.splits.train, self.splits.val, self.splits.num_classes, self.settings.stage_train(stage),
+        settings = self.settings.stage_train(stage, flops_reduction)
+        trainer = Trainer(self.splits.train, self.splits.val, self.splits.num_classes, settings,
                           seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision,
                           class_names=self.splits.class_names, stage_steps=stage_steps)
         if teacher is not None and self.settings.distill.enabled:
@@ -265,6 +267,23 @@ def _search_black_box(pruner: Any, model: nn.Module, example: torch.Tensor, targ
 
 
 # -- the fine-tune stage ---------------------------------------------------------------------
+def recovery_trainer(wb: Workbench, stage: str, model: nn.Module, dense_flops: float,
+                     teacher: nn.Module | None = None) -> Trainer:
+    """The trainer that recovers a pruned ``model``: the fine-tune's, its peak rate fitted to
+    what pruning removed as ``recovery_lr`` says (``by-flops``, ``lr-find``); a ``stage`` other
+    than ``finetune`` (a model re-initialised from scratch trains as the dense one did) or a
+    ``[run.finetune] lr_max`` takes the stage's settings as they are."""
+    rule = wb.settings.train.recovery_lr
+    if stage != "finetune" or rule == "scale" or "lr_max" in wb.settings.finetune:
+        return wb.trainer(stage, teacher)
+    if rule == "by-flops":
+        return wb.trainer(stage, teacher, reduction(dense_flops, count_flops(copy.deepcopy(model).cpu(), wb.example)))
+    from toolkit.workbench.lr_find import recovery_rate
+
+    trainer = wb.trainer(stage, teacher)
+    return trainer.with_lr_max(recovery_rate(model, trainer, wb.settings.train.lr_max))
+
+
 def finetune_stage(trainer: Trainer, pruned: PruneResult, steps: int, out_dir: Path | None) -> tuple[list[EpochRecord], float]:
     """Fine-tune for ``steps`` steps; unstructured masks are kept so the zeros stay zero."""
     t0 = time.perf_counter()

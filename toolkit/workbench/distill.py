@@ -1,15 +1,24 @@
 """Knowledge distillation from the dense model while a pruned one trains.
 
 The dense model is the teacher (eval mode, no gradients, on the same device).
-The student's loss is the task loss plus
+The student's loss is the task loss plus, as ``kind`` says,
 
-* ``weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))``,
+* ``logits`` (default): ``weight * T^2 * KL(softmax(teacher / T) || softmax(student / T))``,
   averaged over pixels (Hinton et al. 2015; ``T^2`` keeps the gradient scale
-  independent of the temperature), and optionally
-* ``feature_weight *`` an attention-transfer term on the encoder's stages
-  (Zagoruyko & Komodakis 2017): each stage's spatial map ``mean_c(f^2)``,
-  normalised, compared with the teacher's. It needs no projection, so it works
-  when pruning has removed channels of the student's stages.
+  independent of the temperature);
+* ``features``: ``decoder_weight *`` a pair-wise term on the decoder's output
+  (the features the segmentation head reads; Liu et al. 2019, "Structured
+  knowledge distillation for semantic segmentation"): the cosine similarity of
+  every pair of positions, a (HW x HW) map, compared with the teacher's by
+  mean squared error. It compares how positions relate, not channel values,
+  so it needs no adapter when pruning has removed decoder channels, and it
+  leaves the student's class scores free where logit KL pins them to a teacher
+  the student cannot match;
+* ``both``: the two terms added;
+
+and, with any kind, ``feature_weight *`` an attention-transfer term on the
+encoder's stages (Zagoruyko & Komodakis 2017): each stage's spatial map
+``mean_c(f^2)``, normalised, compared with the teacher's (also channel-agnostic).
 """
 from __future__ import annotations
 
@@ -22,22 +31,37 @@ from torch import nn
 
 from toolkit.errors import UsageError
 
+KINDS = ("logits", "features", "both")
+AFFINITY_SIDE = 32  # decoder maps larger than this are average-pooled first: the pair map grows as side^4
+
 
 @dataclass
 class DistillConfig:
     """``distill = {enabled = true, temperature = 4, weight = 1}`` in TOML, ``--distill`` on the command line."""
 
     enabled: bool = False
+    kind: str = "logits"  # logits | features | both: which of the teacher's outputs the student matches
     temperature: float = 4.0
-    weight: float = 1.0
-    feature_weight: float = 0.0
+    weight: float = 1.0  # the logit KL term's
+    decoder_weight: float = 1.0  # the decoder features' pair-wise term's (kind = features or both)
+    feature_weight: float = 0.0  # attention transfer on the encoder's stages, with any kind
 
     def validate(self) -> "DistillConfig":
+        if self.kind not in KINDS:
+            raise UsageError(f"distill.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.temperature <= 0:
             raise UsageError(f"distill.temperature must be > 0, got {self.temperature}")
-        if self.weight < 0 or self.feature_weight < 0:
+        if self.weight < 0 or self.feature_weight < 0 or self.decoder_weight < 0:
             raise UsageError("distill weights must be >= 0")
         return self
+
+    @property
+    def logits(self) -> bool:
+        return self.kind in ("logits", "both")
+
+    @property
+    def decoder(self) -> bool:
+        return self.kind in ("features", "both")
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,6 +85,36 @@ def attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> 
             continue
         terms.append((attention_map(s) - attention_map(t)).pow(2).mean())
     return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
+def affinity(feature: torch.Tensor, side: int = AFFINITY_SIDE) -> torch.Tensor:
+    """Cosine similarity of every pair of positions of (N, C, H, W) features: (N, HW, HW), any C."""
+    f = feature.float()
+    if max(f.shape[-2:]) > side:
+        f = F.adaptive_avg_pool2d(f, (min(side, f.shape[-2]), min(side, f.shape[-1])))
+    f = F.normalize(f.flatten(2), dim=1)  # unit length per position, over channels
+    return f.transpose(1, 2) @ f
+
+
+def pairwise_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the two models' position-pair similarities."""
+    return (affinity(student) - affinity(teacher)).pow(2).mean()
+
+
+class _HeadInput:
+    """Captures what a model's output layer reads during a forward pass: the decoder's features."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from toolkit.workbench.models import output_layers  # the registry: settings import this module
+
+        heads = output_layers(model)
+        if not heads:
+            raise UsageError("distill.kind = features needs a model whose output layer is known (the smp architectures)")
+        self.features: torch.Tensor | None = None
+        self.handle = heads[0].register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple) -> None:
+        self.features = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
 
 
 class _Features:
@@ -87,19 +141,26 @@ def distillation_objective(
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher_features = _Features(teacher) if cfg.feature_weight > 0 else None
-    hooked: dict[int, _Features] = {}
+    teacher_decoder = _HeadInput(teacher) if cfg.decoder else None
+    hooked: dict[int, tuple[_Features | None, _HeadInput | None]] = {}
 
     def objective(student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if cfg.feature_weight > 0 and id(student) not in hooked:
+        if id(student) not in hooked:
             hooked.clear()  # channel surgery may hand us a new student object
-            hooked[id(student)] = _Features(student)
+            hooked[id(student)] = (_Features(student) if teacher_features else None,
+                                   _HeadInput(student) if teacher_decoder else None)
+        features, decoder = hooked[id(student)]
         teacher.to(x.device)
         with torch.no_grad():
             teacher_logits = teacher(x)
         logits = student(x)
-        loss = task_loss(logits, y) + cfg.weight * kd_loss(logits, teacher_logits, cfg.temperature)
-        if teacher_features is not None:
-            loss = loss + cfg.feature_weight * attention_loss(hooked[id(student)].features, teacher_features.features)
+        loss = task_loss(logits, y)
+        if cfg.logits:
+            loss = loss + cfg.weight * kd_loss(logits, teacher_logits, cfg.temperature)
+        if decoder is not None:
+            loss = loss + cfg.decoder_weight * pairwise_loss(decoder.features, teacher_decoder.features)
+        if features is not None:
+            loss = loss + cfg.feature_weight * attention_loss(features.features, teacher_features.features)
         return loss
 
     return objective

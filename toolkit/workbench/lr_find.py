@@ -204,3 +204,19 @@ def write_result(result: LRFinderResult, out_dir: Path) -> None:
     plt.close(fig)
     result.files = {"plot": str(png), "json": str(js)}
     js.write_text(json.dumps(asdict(result), indent=2))
+
+
+RECOVERY_SWEEP = (1e-4, 10.0, 50)  # start and end as fractions of the ceiling, steps: 5 decades, 10 steps each
+
+
+def recovery_rate(model: nn.Module, trainer: "Trainer", ceiling: float) -> float:
+    """``recovery_lr = "lr-find"``: the peak rate a pruned ``model`` recovers at, from a short range test.
+
+    The sweep runs from ``ceiling / 1e4`` to ``10 x ceiling`` so a divergence
+    past the cap is seen; the suggestion (``steepest``) is then held within
+    ``[trainer.cfg.lr_min, ceiling]``: a pruned model is recovered, never
+    trained harder than the dense one was (``ceiling`` is its ``lr_max``).
+    """
+    low, high, steps = RECOVERY_SWEEP
+    found = lr_range_test(model, trainer, start_lr=ceiling * low, end_lr=ceiling * high, steps=steps).suggestion
+    return min(ceiling, max(trainer.cfg.lr_min, found))

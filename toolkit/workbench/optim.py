@@ -31,6 +31,21 @@ SCHEDULES = {
     "cosine": "linear warm-up from lr_min to lr_max over warmup_steps, then cosine decay to lr_min",
 }
 
+# prune-aware dense training: a penalty's gradient added after backward (toolkit.pruning.regularizers)
+REGULARIZERS = {
+    "none": "no regularisation (default)",
+    "group_norm": "Torch-Pruning's GroupNormPruner: L2 on every coupled channel group, weakest pushed hardest",
+    "bn_l1": "Torch-Pruning's BNScalePruner: L1 on every BatchNorm scale (network slimming)",
+}
+RECOVERY_LRS = {
+    "scale": "the fine-tune peaks at lr_max x recovery_lr_scale (default)",
+    "by-flops": "recovery_lr_scale at 50% FLOPs removed or less, rising geometrically to 1 (lr_max) at 75% or more",
+    "lr-find": "a short learning-rate range test on the pruned model, capped at lr_max",
+}
+# where by-flops' scale starts to rise and where it reaches 1: at -50% FLOPs the headline model recovered
+# best at 3e-4 (robust's 0.1 x 3e-3), at -75% at 3e-3 (benchmarks/README.md; issue 21)
+BY_FLOPS_LOW, BY_FLOPS_HIGH = 0.5, 0.75
+
 
 def check_choice(kind: str, name: str, known: dict[str, str]) -> str:
     if name not in known:
@@ -89,3 +104,17 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total_st
         return decay
     rise = lr_scheduler.LinearLR(optimizer, start_factor=cfg.lr_min / cfg.lr_max, end_factor=1.0, total_iters=warm)
     return lr_scheduler.SequentialLR(optimizer, [rise, decay], milestones=[warm])
+
+
+def scale_for_reduction(scale: float, flops_reduction: float) -> float:
+    """``recovery_lr = "by-flops"``: the fraction of the training's peak rate a pruned model recovers at.
+
+    A model that lost a little keeps what it learnt at a gentle rate; one that
+    lost most of its FLOPs must relearn, at up to the training's own rate.
+    ``scale`` (``recovery_lr_scale``) holds up to ``BY_FLOPS_LOW`` removed, 1
+    from ``BY_FLOPS_HIGH``, and between them the rate grows geometrically.
+    """
+    if not 0 < scale <= 1:
+        raise UsageError(f"recovery_lr_scale is a factor in (0, 1], got {scale}")
+    t = min(1.0, max(0.0, (flops_reduction - BY_FLOPS_LOW) / (BY_FLOPS_HIGH - BY_FLOPS_LOW)))
+    return scale ** (1.0 - t)

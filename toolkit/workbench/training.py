@@ -18,7 +18,7 @@ import math
 import time
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -72,6 +72,11 @@ class TrainConfig:
     eval_window: int = 0  # evaluate in overlapping windows of this side; 0 = whole images
     zero_iou_patience: int = 5  # warn when a defect class has 0 validation IoU this many validations; 0 = never
     val_every: int = 1  # validate every N epochs and after the last; the weights do not depend on it
+    # prune-aware dense training (toolkit.pruning.regularizers): none | group_norm | bn_l1, in the train stage only
+    sparsity_regularizer: str = "none"
+    regularizer_strength: float = 1e-4  # the regulariser's coefficient (Torch-Pruning's ``reg``)
+    recovery_lr: str = "scale"  # the fine-tune's peak: scale (lr_max x recovery_lr_scale) | by-flops | lr-find
+    channels_last: bool = False  # model and batches in NHWC memory format (often faster convolutions on CPU)
 
 
 def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
@@ -191,6 +196,8 @@ class Trainer:
     loss, and distillation swaps in its own (``with_objective``).
     ``stage_steps`` lays one-cycle and cosine schedules out over a stage that
     is trained step by step (the prune stage); ``fit`` knows its own length.
+    ``cfg.sparsity_regularizer`` acts in ``fit(stage="train")`` alone: the
+    dense training, never a recovery.
     """
 
     def __init__(
@@ -239,7 +246,14 @@ class Trainer:
 
     def with_objective(self, objective: Objective) -> "Trainer":
         """The same data and settings with another loss (e.g. distillation from a teacher)."""
-        return Trainer(self.train_set, self.val_set, self.num_classes, self.cfg, seed=self.seed, device=self.device,
+        return self._derived(self.cfg, objective)
+
+    def with_lr_max(self, lr_max: float) -> "Trainer":
+        """The same trainer peaking at another rate (a recovery rate chosen for the pruned model)."""
+        return self._derived(replace(self.cfg, lr_max=lr_max, lr_min=min(self.cfg.lr_min, lr_max)), self.objective)
+
+    def _derived(self, cfg: TrainConfig, objective: Objective) -> "Trainer":
+        return Trainer(self.train_set, self.val_set, self.num_classes, cfg, seed=self.seed, device=self.device,
                        precision=self.precision, objective=objective, class_names=self.class_names,
                        stage_steps=self.stage_steps, loss_fn=self.loss_fn)
 
@@ -269,8 +283,36 @@ class Trainer:
             return next(self._stream)
 
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        non_blocking = self.device.type == "cuda"
-        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+        return self._input(x), y.to(self.device, non_blocking=self.device.type == "cuda")
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch of images on the device, in the model's memory format."""
+        x = x.to(self.device, non_blocking=self.device.type == "cuda")
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last and x.dim() == 4 else x
+
+    def _place(self, model: nn.Module) -> nn.Module:
+        """On the device, and in NHWC layout with ``channels_last`` (again after surgery made new weights)."""
+        model.to(self.device)
+        if self.cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _release(self, model: nn.Module) -> None:
+        """Back to the usual layout once a call is done, so what is measured, pruned or saved
+        afterwards (latency above all) is the model as it would be without ``channels_last``."""
+        if self.cfg.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+
+    def _regularizer(self, model: nn.Module, stage: str) -> Callable[[nn.Module], None] | None:
+        """The sparsity regulariser of prune-aware training: the dense training stage only."""
+        if stage != "train" or self.cfg.sparsity_regularizer == "none":
+            return None
+        from toolkit.pruning.regularizers import sparsity_regularizer
+
+        # a fixed input of the data's shape: tracing needs shapes, and drawing a sample would use randomness
+        example = torch.zeros_like((self.val_set if len(self.val_set) else self.train_set)[0][0]).unsqueeze(0)
+        return sparsity_regularizer(self.cfg.sparsity_regularizer, model, self._input(example),
+                                    self.cfg.regularizer_strength)
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = self._to_device(x, y)
@@ -287,12 +329,13 @@ class Trainer:
         after_backward: Callable[[nn.Module], None] | None = None,
         after_step: Callable[[nn.Module, int], None] | None = None,
     ) -> None:
-        model.to(self.device)
+        self._place(model)
         scheduler = None
         if optimizer is None:
             optimizer, scheduler = self._optimizer_for(model)
         run_steps(model, optimizer, steps, lambda m: self.batch_loss(m, *self._next_batch()), after_backward,
                   after_step, scaler=grad_scaler(self.device, self.precision), scheduler=scheduler)
+        self._release(model)
 
     def _optimizer_for(self, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
         """One optimiser and schedule across calls on the same parameters, so a gradual
@@ -317,7 +360,7 @@ class Trainer:
             loader = DataLoader(torch.utils.data.Subset(self.val_set, sorted(set(picks))), batch_size=self.cfg.batch_size)
         was_training = model.training
         model.eval()
-        model.to(self.device)
+        self._place(model)
         meter = IoUMeter(self.num_classes, self.cfg.include_background)
         for x, y in loader or self.val_loader:
             x, y = self._to_device(x, y)
@@ -325,6 +368,7 @@ class Trainer:
                 logits = sliding_window_logits(model, x, self.cfg.eval_window) if self.cfg.eval_window else model(x)
             meter.update(logits.float(), y)
         model.train(was_training)
+        self._release(model)
         return meter.compute()
 
     def score(self, model: nn.Module, limit: int | None = None) -> float:
@@ -352,7 +396,7 @@ class Trainer:
         epoch draws from its own seed, ends exactly as an uninterrupted one.
         """
         cfg = self.cfg
-        model.to(self.device)
+        self._place(model)
         optimizer = optimizer or make_optimizer(model, cfg)
         per_epoch = self.steps_per_epoch
         scheduler = make_schedule(optimizer, cfg, steps if steps is not None else epochs * per_epoch)
@@ -370,10 +414,12 @@ class Trainer:
             best, start = state["best"], state["epoch"]
         if steps is not None:
             epochs = math.ceil(steps / per_epoch)
+        regularize = self._regularizer(model, stage)
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             steps_per_epoch = per_epoch if steps is None else min(per_epoch, steps - epoch * per_epoch)
             batches = self._epoch_batches(stage, epoch)
+            self._place(model)  # validation put the usual layout back
             bar = tqdm(total=steps_per_epoch, desc=f"{stage} {epoch + 1}/{epochs}", leave=False, disable=not cfg.progress)
 
             def one_batch(m: nn.Module) -> torch.Tensor:
@@ -384,8 +430,8 @@ class Trainer:
                 if after_step:
                     after_step(m, i)
 
-            losses = run_steps(model, optimizer, steps_per_epoch, one_batch, after_step=step_done, scaler=scaler,
-                               scheduler=scheduler)
+            losses = run_steps(model, optimizer, steps_per_epoch, one_batch, after_backward=regularize,
+                               after_step=step_done, scaler=scaler, scheduler=scheduler)
             bar.close()
             # validation draws no randomness and leaves the weights alone, so skipping it
             # (val_every) changes the curves' resolution and the time, not the model
@@ -416,6 +462,7 @@ class Trainer:
                     last_path,
                 )
                 write_history(history, out_dir / f"{stage}_metrics.csv")
+        self._release(model)
         return history
 
 
