@@ -42,10 +42,11 @@ from torch import nn
 
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
+from toolkit.pruning.allocation import Allocator, meet_cost
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
-from toolkit.pruning.targets import Target, find_rate, met
+from toolkit.pruning.targets import TOLERANCE, Target, find_rate, met
 from toolkit.results.measure import cost_of, count_flops, count_parameters, reduction
 
 STRUCTURED_OPTIONS: tuple[Option, ...] = (
@@ -76,16 +77,87 @@ def _feed_gradients(importance: Any, train: Callable[..., None], model: nn.Modul
 
 @dataclass
 class RatePlan:
-    """How to meet a cost target: a rate for every layer, and exceptions by layer name."""
+    """How to meet a target: a rate for every layer, and exceptions by layer name.
+
+    ``kept`` is set when the toolkit chose every group's channel count itself
+    (rounding, global ranking: ``toolkit.pruning.allocation``); ``rate_dict``
+    then names every group and the surgery must apply it as it is.
+    """
 
     rate: float
     rate_dict: dict[str, float] | None
     reached: float
     trials: list[tuple[float, float]]
+    kept: dict[str, int] | None = None
 
     def describe(self, target: Target) -> dict[str, Any]:
-        return {"target": str(target), "rate": self.rate, "reached": self.reached, "trials": self.trials,
-                "held_layers": sorted(self.rate_dict or {})}
+        described = {"target": str(target), "rate": self.rate, "reached": self.reached, "trials": self.trials}
+        if self.kept is not None:
+            return {**described, "kept_channels": self.kept}
+        return {**described, "held_layers": sorted(self.rate_dict or {})}
+
+    def surgery_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The ``ChannelSurgery`` options that apply this plan: an allocation is exact per layer, so
+        Torch-Pruning's own rounding, global ranking and cap are off (the allocation did them)."""
+        if self.kept is None:
+            return options
+        return {**options, "global_pruning": False, "round_to": None, "max_rate": None}
+
+
+def plan_channels(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    target: Target,
+    importance: tp.importance.Importance,
+    **surgery: Any,
+) -> RatePlan:
+    """How to prune ``model`` to ``target`` (a rate or a cost), decided on copies.
+
+    With ``round_to`` or ``global_pruning`` the toolkit allocates every group's
+    kept count (nearest multiple, floors, cost model: ``toolkit.pruning.allocation``);
+    otherwise a cost target searches the uniform rate (``rate_for_target``).
+    """
+    if surgery.get("round_to") or surgery.get("global_pruning"):
+        return allocate_channels(model, example_inputs, target, importance, **surgery)
+    if target.is_cost:
+        return rate_for_target(model, example_inputs, target, importance, **surgery)
+    return RatePlan(target.value, None, target.value, [])
+
+
+def allocate_channels(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    target: Target,
+    importance: tp.importance.Importance,
+    *,
+    global_pruning: bool = False,
+    round_to: int | None = None,
+    max_rate: float | None = None,
+    ignored_layers: Sequence[nn.Module] = (),
+    keep_residual: bool = False,
+) -> RatePlan:
+    """Every group's kept count for a rate or a cost target: rounded to the nearest multiple, or ranked globally."""
+    allocator = Allocator(model, example_inputs, importance, kind=target.kind if target.is_cost else "flops",
+                          round_to=round_to, max_rate=max_rate, ignored_layers=list(ignored_layers),
+                          keep_residual=keep_residual)
+    family = allocator.ranked if global_pruning else allocator.uniform
+    if target.is_cost:
+        before = cost_of(target.kind, model, example_inputs)
+
+        def measure(kept: dict[str, int]) -> float:
+            trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
+            ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
+                           rate_dict=allocator.rate_dict(kept)).step()
+            return reduction(before, cost_of(target.kind, trial, example_inputs))
+
+        _, kept, reached, trials = meet_cost(allocator, family, target.value, measure, tolerance=TOLERANCE / 2)
+        if not met(target, reached):
+            how = "global ranking" if global_pruning else f"round_to={round_to}"
+            raise PruningError(f"{how} came no closer to {target} than {reached:.1%} on this model: "
+                               f"lower round_to, or prune without global_pruning")
+        return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept)
+    kept = family(target.value)
+    return RatePlan(target.value, allocator.rate_dict(kept), target.value, [], kept)
 
 
 def rate_for_target(
@@ -114,7 +186,7 @@ def rate_for_target(
     rate, reached, trials = find_rate(reduction_at, target.value)
     plan = RatePlan(rate, None, reached, trials)
     below = [t for t in trials if t[1] < target.value]
-    if met(target, reached) or surgery.get("global_pruning") or not below:
+    if met(target, reached) or not below:
         return plan
     lo = max(below)
     probe = ChannelSurgery(copy.deepcopy(model), example_inputs, lo[0], copy.deepcopy(importance), **surgery)
@@ -183,9 +255,10 @@ class ImportancePruner:
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
-        elif cost is not None:
-            plan = rate_for_target(model, x, cost, importance, **surgery_options)
-            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost)
+        else:
+            plan = plan_channels(model, x, cost or Target("rate", request.sparsity), importance, **surgery_options)
+            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
+            surgery_options = plan.surgery_options(surgery_options)
         steps = max(1, request.pruning_steps) if self.iterative else 1
         params0, flops0 = count_parameters(model), count_flops(model, x)
         surgery = ChannelSurgery(model, x, rate, importance, steps=steps, rate_dict=rate_dict, **surgery_options)
@@ -319,6 +392,7 @@ def prune_channels(
     global_pruning: bool = False,
     round_to: int | None = None,
     keep_residual: bool = False,
+    max_rate: float | None = None,
     seed: int = 0,
 ) -> PruneResult:
     """Remove output channels of every prunable layer, in place, in one shot.
@@ -343,12 +417,10 @@ def prune_channels(
         importance = spec.factory(seed=seed)
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
-                           round_to=round_to, keep_residual=keep_residual)
-    search, rate_dict = None, None
-    if chosen.is_cost:
-        plan = rate_for_target(model, example_inputs, chosen, importance, **surgery_options)
-        search, rate_dict = plan.describe(chosen), plan.rate_dict
-        chosen = Target("rate", plan.rate)
-    surgery = ChannelSurgery(model, example_inputs, chosen.value, importance, rate_dict=rate_dict, **surgery_options)
+                           round_to=round_to, keep_residual=keep_residual, max_rate=max_rate)
+    plan = plan_channels(model, example_inputs, chosen, importance, **surgery_options)
+    search = plan.describe(chosen) if chosen.is_cost else None
+    surgery = ChannelSurgery(model, example_inputs, plan.rate, importance, rate_dict=plan.rate_dict,
+                             **plan.surgery_options(surgery_options))
     reached_rate = surgery.step()
-    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": chosen.value, "search": search})
+    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": plan.rate, "search": search})
