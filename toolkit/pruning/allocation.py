@@ -78,7 +78,8 @@ class ChannelGroup:
 class CostModel:
     """Cost of the prunable layers as a function of each group's kept fraction (one array per layer)."""
 
-    dense: np.ndarray  # each layer's dense cost
+    dense: np.ndarray  # each layer's dense cost that scales with its channels
+    fixed: np.ndarray  # each layer's cost that does not (a runtime's per-op overhead)
     outs: np.ndarray  # layers x groups: output channels a group provides
     ins: np.ndarray  # layers x groups: input channels a group provides
     out_total: np.ndarray
@@ -88,17 +89,25 @@ class CostModel:
     def cost(self, fractions: np.ndarray) -> float:
         fo = (self.out_total - self.outs.sum(1) + self.outs @ fractions) / self.out_total
         fi = (self.in_total - self.ins.sum(1) + self.ins @ fractions) / self.in_total
-        return float((self.dense * fo * np.where(self.depthwise, 1.0, fi)).sum())
+        return float((self.fixed + self.dense * fo * np.where(self.depthwise, 1.0, fi)).sum())
 
     def reduction(self, fractions: np.ndarray) -> float:
         return 1.0 - self.cost(fractions) / self.cost(np.ones_like(fractions))
 
 
-def _layer_costs(model: nn.Module, x: torch.Tensor, kind: str) -> dict[nn.Module, float]:
-    """Dense cost of each conv/linear: thop's multiply-accumulates, or its weights for ``params``."""
-    costs: dict[nn.Module, float] = {}
+LayerCosts = Callable[[nn.Module, torch.Tensor], dict[nn.Module, tuple[float, float]]]
+
+
+def layer_costs(model: nn.Module, x: torch.Tensor, kind: str) -> dict[nn.Module, tuple[float, float]]:
+    """(fixed, scaling) cost of each conv/linear: thop's multiply-accumulates, or its weights for ``params``."""
     if kind == "params":
-        return {m: float(m.weight.numel()) for m in model.modules() if isinstance(m, PRUNABLE)}
+        return {m: (0.0, float(m.weight.numel())) for m in model.modules() if isinstance(m, PRUNABLE)}
+    return {m: (0.0, macs) for m, macs in layer_macs(model, x).items()}
+
+
+def layer_macs(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, float]:
+    """thop's multiply-accumulates of each conv/linear for one forward pass on ``x``."""
+    costs: dict[nn.Module, float] = {}
 
     def hook(m: nn.Module, inputs: Any, out: torch.Tensor) -> None:
         per_output = m.in_features if isinstance(m, nn.Linear) else m.in_channels // m.groups * math.prod(m.kernel_size)
@@ -119,12 +128,14 @@ class Allocator:
 
     ``round_to`` and ``max_rate`` set each group's quantum and floor. Built on a
     copy of the model (and of the importance, so per-layer state stays attached).
+    ``costs`` replaces the cost of each layer (default: ``layer_costs`` of ``kind``),
+    e.g. a table of latencies measured on a runtime (``toolkit.pruning.latency_table``).
     """
 
     def __init__(self, model: nn.Module, example_inputs: torch.Tensor, importance: tp.importance.Importance, *,
                  kind: str = "flops", round_to: int | None = None, max_rate: float | None = None,
                  ignored_layers: list[nn.Module] | tuple = (), keep_residual: bool = False,
-                 layer_costs: Callable[[nn.Module, torch.Tensor], dict[nn.Module, float]] | None = None) -> None:
+                 costs: LayerCosts | None = None) -> None:
         probe, imp, probe_ignored = copy.deepcopy((model, importance, list(ignored_layers)))
         surgery = ChannelSurgery(probe, example_inputs, 0.0, imp, ignored_layers=probe_ignored,
                                  keep_residual=keep_residual)
@@ -155,7 +166,7 @@ class Allocator:
                 side = outs if graph.is_out_channel_pruning_fn(dep.handler) else ins if graph.is_in_channel_pruning_fn(dep.handler) else None
                 if side is not None:
                     side[row[target]][g] = max(side[row[target]].get(g, 0), len(idxs))
-        dense = (layer_costs or (lambda m, x: _layer_costs(m, x, kind)))(probe, example_inputs)
+        per_layer = (costs or (lambda m, x: layer_costs(m, x, kind)))(probe, example_inputs)
         n = len(self.groups)
 
         def matrix(sides: list[dict[int, int]]) -> np.ndarray:
@@ -166,7 +177,8 @@ class Allocator:
             return out
 
         self.model = CostModel(
-            dense=np.array([dense.get(m, 0.0) for m in layers]),
+            dense=np.array([per_layer.get(m, (0.0, 0.0))[1] for m in layers]),
+            fixed=np.array([per_layer.get(m, (0.0, 0.0))[0] for m in layers]),
             outs=matrix(outs), ins=matrix(ins),
             out_total=np.array([float(m.out_features if isinstance(m, nn.Linear) else m.out_channels) for m in layers]),
             in_total=np.array([float(m.in_features if isinstance(m, nn.Linear) else m.in_channels) for m in layers]),

@@ -43,6 +43,7 @@ from torch import nn
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
 from toolkit.pruning.allocation import Allocator, meet_cost
+from toolkit.pruning.latency_table import latency_costs, measured_reduction, runner_for
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
@@ -61,6 +62,7 @@ STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("sensitivity_rates", str, "0.25,0.5,0.75,0.9", "rates each group is scanned at"),
     Option("sensitivity_images", int, 32, "validation images the scan scores on"),
     Option("max_rate", float, None, "no layer loses more than this fraction (sensitivity, global_pruning)"),
+    Option("latency_runtime", str, "eager", "latency targets timed on: eager (every candidate) or onnxruntime (layer table)"),
 )
 GRADIENT_OPTIONS: tuple[Option, ...] = (
     Option("taylor_steps", int, 8, "backward passes that feed the criterion before each prune"),
@@ -109,16 +111,20 @@ def plan_channels(
     example_inputs: torch.Tensor,
     target: Target,
     importance: tp.importance.Importance,
+    latency_runtime: str = "eager",
     **surgery: Any,
 ) -> RatePlan:
     """How to prune ``model`` to ``target`` (a rate or a cost), decided on copies.
 
-    With ``round_to`` or ``global_pruning`` the toolkit allocates every group's
+    With ``round_to`` or ``global_pruning``, or a latency target on a runtime
+    (``latency_runtime="onnxruntime"``), the toolkit allocates every group's
     kept count (nearest multiple, floors, cost model: ``toolkit.pruning.allocation``);
     otherwise a cost target searches the uniform rate (``rate_for_target``).
     """
-    if surgery.get("round_to") or surgery.get("global_pruning"):
-        return allocate_channels(model, example_inputs, target, importance, **surgery)
+    on_runtime = target.kind == "latency" and latency_runtime != "eager"
+    if surgery.get("round_to") or surgery.get("global_pruning") or on_runtime:
+        return allocate_channels(model, example_inputs, target, importance,
+                                 latency_runtime=latency_runtime if on_runtime else None, **surgery)
     if target.is_cost:
         return rate_for_target(model, example_inputs, target, importance, **surgery)
     return RatePlan(target.value, None, target.value, [])
@@ -135,24 +141,36 @@ def allocate_channels(
     max_rate: float | None = None,
     ignored_layers: Sequence[nn.Module] = (),
     keep_residual: bool = False,
+    latency_runtime: str | None = None,
 ) -> RatePlan:
-    """Every group's kept count for a rate or a cost target: rounded to the nearest multiple, or ranked globally."""
+    """Every group's kept count for a rate or a cost target: rounded to the nearest multiple, or ranked globally.
+
+    A latency target with ``latency_runtime`` is allocated on the runtime's
+    per-layer latency table and verified by timing dense and pruned models
+    interleaved on it; it counts as met within the timings' spread.
+    """
+    costs = latency_costs(latency_runtime) if latency_runtime else None
     allocator = Allocator(model, example_inputs, importance, kind=target.kind if target.is_cost else "flops",
                           round_to=round_to, max_rate=max_rate, ignored_layers=list(ignored_layers),
-                          keep_residual=keep_residual)
+                          keep_residual=keep_residual, costs=costs)
     family = allocator.ranked if global_pruning else allocator.uniform
     if target.is_cost:
-        before = cost_of(target.kind, model, example_inputs)
+        before = cost_of(target.kind, model, example_inputs) if not latency_runtime else 0.0
+        tolerance = TOLERANCE / 2
+        if latency_runtime:  # the noise of the runtime's timings: the dense model against itself
+            tolerance = max(tolerance, measured_reduction(model, model, example_inputs, runtime=latency_runtime)[1])
 
         def measure(kept: dict[str, int]) -> float:
             trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
             ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
                            rate_dict=allocator.rate_dict(kept)).step()
+            if latency_runtime:
+                return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)[0]
             return reduction(before, cost_of(target.kind, trial, example_inputs))
 
-        _, kept, reached, trials = meet_cost(allocator, family, target.value, measure, tolerance=TOLERANCE / 2)
-        if not met(target, reached):
-            how = "global ranking" if global_pruning else f"round_to={round_to}"
+        _, kept, reached, trials = meet_cost(allocator, family, target.value, measure, tolerance=tolerance)
+        if abs(reached - target.value) > max(TOLERANCE, tolerance):
+            how = "global ranking" if global_pruning else f"round_to={round_to}" if round_to else "the allocation"
             raise PruningError(f"{how} came no closer to {target} than {reached:.1%} on this model: "
                                f"lower round_to, or prune without global_pruning")
         return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept)
@@ -217,6 +235,7 @@ class ImportancePruner:
     sensitivity_rates: str = "0.25,0.5,0.75,0.9"
     sensitivity_images: int = 32
     max_rate: float | None = None
+    latency_runtime: str = "eager"
 
     def __post_init__(self) -> None:
         """Option values that are wrong whatever the model: fail when the pruner is built."""
@@ -230,6 +249,7 @@ class ImportancePruner:
             raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
         if self.sensitivity and self.global_pruning:
             raise UsageError("sensitivity sets per-layer rates itself: drop global_pruning")
+        runner_for(self.latency_runtime)  # an unknown runtime fails here
         if self.max_rate is not None and not 0.0 < self.max_rate <= 1.0:
             raise UsageError(f"max_rate must lie in (0, 1], got {self.max_rate}")
 
@@ -255,8 +275,9 @@ class ImportancePruner:
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
-        else:
-            plan = plan_channels(model, x, cost or Target("rate", request.sparsity), importance, **surgery_options)
+        elif cost is not None or self.round_to or self.global_pruning:
+            plan = plan_channels(model, x, cost or Target("rate", request.sparsity), importance,
+                                 latency_runtime=self.latency_runtime, **surgery_options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
             surgery_options = plan.surgery_options(surgery_options)
         steps = max(1, request.pruning_steps) if self.iterative else 1
@@ -393,6 +414,7 @@ def prune_channels(
     round_to: int | None = None,
     keep_residual: bool = False,
     max_rate: float | None = None,
+    latency_runtime: str = "eager",
     seed: int = 0,
 ) -> PruneResult:
     """Remove output channels of every prunable layer, in place, in one shot.
@@ -418,7 +440,7 @@ def prune_channels(
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
                            round_to=round_to, keep_residual=keep_residual, max_rate=max_rate)
-    plan = plan_channels(model, example_inputs, chosen, importance, **surgery_options)
+    plan = plan_channels(model, example_inputs, chosen, importance, latency_runtime=latency_runtime, **surgery_options)
     search = plan.describe(chosen) if chosen.is_cost else None
     surgery = ChannelSurgery(model, example_inputs, plan.rate, importance, rate_dict=plan.rate_dict,
                              **plan.surgery_options(surgery_options))
