@@ -5,8 +5,11 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
 ``ImportancePruner`` around its criterion, with the same options:
 
 * ``global_pruning`` (False): rank channels across layers instead of removing
-  the same fraction from each (see "pruning rate" in ``toolkit.pruning.surgery``);
-* ``round_to`` (none): keep channel counts multiples of this (8, 16);
+  the same fraction from each, never emptying a layer and honouring
+  ``max_rate`` (``toolkit.pruning.allocation``);
+* ``round_to`` (none): keep channel counts at the nearest multiple of this (8, 16);
+* ``latency_runtime`` ("eager"): where a latency target is timed; "onnxruntime"
+  plans on a cached per-layer latency table (``toolkit.pruning.latency_table``);
 * ``keep_residual`` (False): leave summed (residual) channels unpruned and
   prune only inside blocks, as the FPGM paper does for ResNets;
 * ``iterative`` (False): prune ``request.pruning_steps`` increments, each
@@ -271,11 +274,12 @@ class ImportancePruner:
                                keep_residual=self.keep_residual, max_rate=self.max_rate)
         rate, rate_dict, search = request.sparsity, None, None
         cost = request.target if request.target is not None and request.target.is_cost else None
-        if self.spec.needs_gradients and (cost is not None or self.sensitivity):
+        planned = cost is not None or bool(self.round_to) or self.global_pruning  # decided on scores before pruning
+        if self.spec.needs_gradients and (planned or self.sensitivity):
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
-        elif cost is not None or self.round_to or self.global_pruning:
+        elif planned:
             plan = plan_channels(model, x, cost or Target("rate", request.sparsity), importance,
                                  latency_runtime=self.latency_runtime, **surgery_options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
