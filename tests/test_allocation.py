@@ -24,7 +24,7 @@ def pruned(arch: str, encoder: str, target: str = "flops=0.5", **options):
     return before, channel_counts(model), reduction(flops0, count_flops(model, X)), result
 
 
-@pytest.mark.parametrize("encoder", ["resnet18", "tu-tf_efficientnet_lite0"])
+@pytest.mark.parametrize("encoder", ["tu-tf_efficientnet_lite0"])  # thin layers: 16, 24, 32 channels
 def test_round_to_keeps_multiples_meets_the_target_and_spares_thin_layers(encoder):
     before, plain, reached_plain, _ = pruned("unet", encoder)
     _, rounded, reached, result = pruned("unet", encoder, round_to=8)

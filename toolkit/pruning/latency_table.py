@@ -24,6 +24,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -51,7 +52,8 @@ def _onnxruntime_session(model: nn.Module, x: torch.Tensor, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # smp's shape checks, constant at one input size
         path = export_onnx(model, x, Path(folder) / "model.onnx", dynamic_batch=False)
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}

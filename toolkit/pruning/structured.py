@@ -173,9 +173,10 @@ def allocate_channels(
 
         _, kept, reached, trials = meet_cost(allocator, family, target.value, measure, tolerance=tolerance)
         if abs(reached - target.value) > max(TOLERANCE, tolerance):
-            how = "global ranking" if global_pruning else f"round_to={round_to}" if round_to else "the allocation"
-            raise PruningError(f"{how} came no closer to {target} than {reached:.1%} on this model: "
-                               f"lower round_to, or prune without global_pruning")
+            how, change = ((f"latency on {latency_runtime}", "time on a quieter machine or lower the target")
+                           if latency_runtime else ("global ranking", "prune without global_pruning") if global_pruning
+                           else (f"round_to={round_to}", "lower round_to"))
+            raise PruningError(f"{how} came no closer to {target} than {reached:.1%} on this model: {change}")
         return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept)
     kept = family(target.value)
     return RatePlan(target.value, allocator.rate_dict(kept), target.value, [], kept)
