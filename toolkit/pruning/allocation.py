@@ -265,33 +265,36 @@ def meet_cost(
     allocator: Allocator,
     family: Callable[[float], Allocation],
     goal: float,
-    measure: Callable[[Allocation], float],
+    measure: Callable[[Allocation], tuple[float, float]],
     *,
     tolerance: float,
     max_trials: int = 5,
-) -> tuple[float, Allocation, float, list[tuple[float, float]]]:
+) -> tuple[float, Allocation, float, float, list[tuple[float, float]]]:
     """The allocation whose *measured* reduction meets ``goal``, correcting the cost model's goal.
 
-    ``measure(allocation)`` prunes a copy and returns the real reduction. The
+    ``measure(allocation)`` prunes a copy and returns the real reduction and
+    its uncertainty (0 for counted costs, the timing noise for a latency). The
     model ignores costs outside conv/linear layers (normalisation, upsampling),
     so its goal is moved by the measured miss until the real one is within
-    ``tolerance``. Returns ``(rate, allocation, reached, trials)``; trials are
-    ``(channels removed, reached)`` pairs, one per allocation measured. Raises when even the smallest allowed
+    ``tolerance`` (or its uncertainty, if larger). Returns ``(rate, allocation,
+    reached, uncertainty, trials)``; trials are ``(channels removed, reached)``
+    pairs, one per allocation measured. Raises when even the smallest allowed
     widths do not reach the goal.
     """
     trials: list[tuple[float, float]] = []
-    measured: dict[tuple[int, ...], float] = {}
+    measured: dict[tuple[int, ...], tuple[float, float]] = {}
     aim, best = goal, None
     for _ in range(max_trials):
         rate, allocation = allocator.closest(family, min(aim, 0.999))
         key = tuple(allocation.values())
         if key not in measured:
-            measured[key] = float(measure(allocation))
-            trials.append((allocator.removed(allocation), measured[key]))
-        reached = measured[key]
+            reached, noise = measure(allocation)
+            measured[key] = float(reached), float(noise)
+            trials.append((allocator.removed(allocation), float(reached)))
+        reached, noise = measured[key]
         if best is None or abs(reached - goal) < abs(best[2] - goal):
-            best = (rate, allocation, reached)
-        if abs(reached - goal) <= tolerance:
+            best = (rate, allocation, reached, noise)
+        if abs(reached - goal) <= max(tolerance, noise):
             break
         if reached < goal and allocation == allocator.smallest():
             raise PruningError(
@@ -299,4 +302,4 @@ def meet_cost(
                 f"{reached:.1%} (asked {goal:.0%}); lower the target, or raise max_rate / lower round_to")
         aim = min(0.999, max(1e-4, aim + (goal - reached)))
     assert best is not None
-    return best[0], best[1], best[2], trials
+    return (*best, trials)

@@ -159,20 +159,17 @@ def allocate_channels(
     family = allocator.ranked if global_pruning else allocator.uniform
     if target.is_cost:
         before = cost_of(target.kind, model, example_inputs) if not latency_runtime else 0.0
-        tolerance = TOLERANCE / 2
-        if latency_runtime:  # the noise of the runtime's timings: the dense model against itself
-            tolerance = max(tolerance, measured_reduction(model, model, example_inputs, runtime=latency_runtime)[1])
 
-        def measure(kept: dict[str, int]) -> float:
+        def measure(kept: dict[str, int]) -> tuple[float, float]:
             trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
             ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
                            rate_dict=allocator.rate_dict(kept)).step()
-            if latency_runtime:
-                return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)[0]
-            return reduction(before, cost_of(target.kind, trial, example_inputs))
+            if latency_runtime:  # dense and pruned timed interleaved: the reduction and its noise
+                return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)
+            return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
 
-        _, kept, reached, trials = meet_cost(allocator, family, target.value, measure, tolerance=tolerance)
-        if abs(reached - target.value) > max(TOLERANCE, tolerance):
+        _, kept, reached, noise, trials = meet_cost(allocator, family, target.value, measure, tolerance=TOLERANCE / 2)
+        if abs(reached - target.value) > max(TOLERANCE, 2 * noise):
             how, change = ((f"latency on {latency_runtime}", "time on a quieter machine or lower the target")
                            if latency_runtime else ("global ranking", "prune without global_pruning") if global_pruning
                            else (f"round_to={round_to}", "lower round_to"))
