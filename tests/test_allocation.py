@@ -60,6 +60,8 @@ def test_global_ranking_meets_a_flops_target_without_emptying_a_layer(arch, enco
     assert reduction(flops0, count_flops(model, X)) == pytest.approx(0.5, abs=0.01), result.meta["search"]["trials"]
     after = channel_counts(model)
     assert min(after.values()) >= 1
+    # Torch-Pruning kept exactly the allocated count in every group (GroupNorm and grouped convs included)
+    assert {n: after[n] for n in result.meta["search"]["kept_channels"]} == result.meta["search"]["kept_channels"]
     assert len({n for n in before if after[n] != before[n]}) > 1  # a non-uniform allocation, not one layer cut
     with torch.no_grad():
         assert model(X).shape[0] == 1
