@@ -5,8 +5,11 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
 ``ImportancePruner`` around its criterion, with the same options:
 
 * ``global_pruning`` (False): rank channels across layers instead of removing
-  the same fraction from each (see "pruning rate" in ``toolkit.pruning.surgery``);
-* ``round_to`` (none): keep channel counts multiples of this (8, 16);
+  the same fraction from each, never emptying a layer and honouring
+  ``max_rate`` (``toolkit.pruning.allocation``);
+* ``round_to`` (none): keep channel counts at the nearest multiple of this (8, 16);
+* ``latency_runtime`` ("eager"): where a latency target is timed; "onnxruntime"
+  plans on a cached per-layer latency table (``toolkit.pruning.latency_table``);
 * ``keep_residual`` (False): leave summed (residual) channels unpruned and
   prune only inside blocks, as the FPGM paper does for ResNets;
 * ``iterative`` (False): prune ``request.pruning_steps`` increments, each
@@ -42,10 +45,12 @@ from torch import nn
 
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
+from toolkit.pruning.allocation import Allocator, meet_cost
+from toolkit.pruning.latency_table import latency_costs, measured_reduction, runner_for
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
-from toolkit.pruning.targets import Target, find_rate, met
+from toolkit.pruning.targets import TOLERANCE, Target, find_rate, met
 from toolkit.results.measure import cost_of, count_flops, count_parameters, reduction
 
 STRUCTURED_OPTIONS: tuple[Option, ...] = (
@@ -60,6 +65,7 @@ STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("sensitivity_rates", str, "0.25,0.5,0.75,0.9", "rates each group is scanned at"),
     Option("sensitivity_images", int, 32, "validation images the scan scores on"),
     Option("max_rate", float, None, "no layer loses more than this fraction (sensitivity, global_pruning)"),
+    Option("latency_runtime", str, "eager", "latency targets timed on: eager (every candidate) or onnxruntime (layer table)"),
 )
 GRADIENT_OPTIONS: tuple[Option, ...] = (
     Option("taylor_steps", int, 8, "backward passes that feed the criterion before each prune"),
@@ -76,16 +82,101 @@ def _feed_gradients(importance: Any, train: Callable[..., None], model: nn.Modul
 
 @dataclass
 class RatePlan:
-    """How to meet a cost target: a rate for every layer, and exceptions by layer name."""
+    """How to meet a target: a rate for every layer, and exceptions by layer name.
+
+    ``kept`` is set when the toolkit chose every group's channel count itself
+    (rounding, global ranking: ``toolkit.pruning.allocation``); ``rate_dict``
+    then names every group and the surgery must apply it as it is.
+    """
 
     rate: float
     rate_dict: dict[str, float] | None
     reached: float
     trials: list[tuple[float, float]]
+    kept: dict[str, int] | None = None
 
     def describe(self, target: Target) -> dict[str, Any]:
-        return {"target": str(target), "rate": self.rate, "reached": self.reached, "trials": self.trials,
-                "held_layers": sorted(self.rate_dict or {})}
+        described = {"target": str(target), "rate": self.rate, "reached": self.reached, "trials": self.trials}
+        if self.kept is not None:
+            return {**described, "kept_channels": self.kept}
+        return {**described, "held_layers": sorted(self.rate_dict or {})}
+
+    def surgery_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The ``ChannelSurgery`` options that apply this plan: an allocation is exact per layer, so
+        Torch-Pruning's own rounding, global ranking and cap are off (the allocation did them)."""
+        if self.kept is None:
+            return options
+        return {**options, "global_pruning": False, "round_to": None, "max_rate": None}
+
+
+def plan_channels(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    target: Target,
+    importance: tp.importance.Importance,
+    latency_runtime: str = "eager",
+    **surgery: Any,
+) -> RatePlan:
+    """How to prune ``model`` to ``target`` (a rate or a cost), decided on copies.
+
+    With ``round_to`` or ``global_pruning``, or a latency target on a runtime
+    (``latency_runtime="onnxruntime"``), the toolkit allocates every group's
+    kept count (nearest multiple, floors, cost model: ``toolkit.pruning.allocation``);
+    otherwise a cost target searches the uniform rate (``rate_for_target``).
+    """
+    on_runtime = target.kind == "latency" and latency_runtime != "eager"
+    if surgery.get("round_to") or surgery.get("global_pruning") or on_runtime:
+        return allocate_channels(model, example_inputs, target, importance,
+                                 latency_runtime=latency_runtime if on_runtime else None, **surgery)
+    if target.is_cost:
+        return rate_for_target(model, example_inputs, target, importance, **surgery)
+    return RatePlan(target.value, None, target.value, [])
+
+
+def allocate_channels(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    target: Target,
+    importance: tp.importance.Importance,
+    *,
+    global_pruning: bool = False,
+    round_to: int | None = None,
+    max_rate: float | None = None,
+    ignored_layers: Sequence[nn.Module] = (),
+    keep_residual: bool = False,
+    latency_runtime: str | None = None,
+) -> RatePlan:
+    """Every group's kept count for a rate or a cost target: rounded to the nearest multiple, or ranked globally.
+
+    A latency target with ``latency_runtime`` is allocated on the runtime's
+    per-layer latency table and verified by timing dense and pruned models
+    interleaved on it; it counts as met within the timings' spread.
+    """
+    costs = latency_costs(latency_runtime) if latency_runtime else None
+    allocator = Allocator(model, example_inputs, importance, kind=target.kind if target.is_cost else "flops",
+                          round_to=round_to, max_rate=max_rate, ignored_layers=list(ignored_layers),
+                          keep_residual=keep_residual, costs=costs)
+    family = allocator.ranked if global_pruning else allocator.uniform
+    if target.is_cost:
+        before = cost_of(target.kind, model, example_inputs) if not latency_runtime else 0.0
+
+        def measure(kept: dict[str, int]) -> tuple[float, float]:
+            trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
+            ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
+                           rate_dict=allocator.rate_dict(kept)).step()
+            if latency_runtime:  # dense and pruned timed interleaved: the reduction and its noise
+                return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)
+            return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
+
+        _, kept, reached, noise, trials = meet_cost(allocator, family, target.value, measure, tolerance=TOLERANCE / 2)
+        if abs(reached - target.value) > max(TOLERANCE, 2 * noise):
+            how, change = ((f"latency on {latency_runtime}", "time on a quieter machine or lower the target")
+                           if latency_runtime else ("global ranking", "prune without global_pruning") if global_pruning
+                           else (f"round_to={round_to}", "lower round_to"))
+            raise PruningError(f"{how} came no closer to {target} than {reached:.1%} on this model: {change}")
+        return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept)
+    kept = family(target.value)
+    return RatePlan(target.value, allocator.rate_dict(kept), target.value, [], kept)
 
 
 def rate_for_target(
@@ -114,7 +205,7 @@ def rate_for_target(
     rate, reached, trials = find_rate(reduction_at, target.value)
     plan = RatePlan(rate, None, reached, trials)
     below = [t for t in trials if t[1] < target.value]
-    if met(target, reached) or surgery.get("global_pruning") or not below:
+    if met(target, reached) or not below:
         return plan
     lo = max(below)
     probe = ChannelSurgery(copy.deepcopy(model), example_inputs, lo[0], copy.deepcopy(importance), **surgery)
@@ -145,6 +236,7 @@ class ImportancePruner:
     sensitivity_rates: str = "0.25,0.5,0.75,0.9"
     sensitivity_images: int = 32
     max_rate: float | None = None
+    latency_runtime: str = "eager"
 
     def __post_init__(self) -> None:
         """Option values that are wrong whatever the model: fail when the pruner is built."""
@@ -158,6 +250,7 @@ class ImportancePruner:
             raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
         if self.sensitivity and self.global_pruning:
             raise UsageError("sensitivity sets per-layer rates itself: drop global_pruning")
+        runner_for(self.latency_runtime)  # an unknown runtime fails here
         if self.max_rate is not None and not 0.0 < self.max_rate <= 1.0:
             raise UsageError(f"max_rate must lie in (0, 1], got {self.max_rate}")
 
@@ -179,13 +272,16 @@ class ImportancePruner:
                                keep_residual=self.keep_residual, max_rate=self.max_rate)
         rate, rate_dict, search = request.sparsity, None, None
         cost = request.target if request.target is not None and request.target.is_cost else None
-        if self.spec.needs_gradients and (cost is not None or self.sensitivity):
+        planned = cost is not None or bool(self.round_to) or self.global_pruning  # decided on scores before pruning
+        if self.spec.needs_gradients and (planned or self.sensitivity):
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
-        elif cost is not None:
-            plan = rate_for_target(model, x, cost, importance, **surgery_options)
-            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost)
+        elif planned:
+            plan = plan_channels(model, x, cost or Target("rate", request.sparsity), importance,
+                                 latency_runtime=self.latency_runtime, **surgery_options)
+            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
+            surgery_options = plan.surgery_options(surgery_options)
         steps = max(1, request.pruning_steps) if self.iterative else 1
         params0, flops0 = count_parameters(model), count_flops(model, x)
         surgery = ChannelSurgery(model, x, rate, importance, steps=steps, rate_dict=rate_dict, **surgery_options)
@@ -319,6 +415,8 @@ def prune_channels(
     global_pruning: bool = False,
     round_to: int | None = None,
     keep_residual: bool = False,
+    max_rate: float | None = None,
+    latency_runtime: str = "eager",
     seed: int = 0,
 ) -> PruneResult:
     """Remove output channels of every prunable layer, in place, in one shot.
@@ -343,12 +441,10 @@ def prune_channels(
         importance = spec.factory(seed=seed)
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
-                           round_to=round_to, keep_residual=keep_residual)
-    search, rate_dict = None, None
-    if chosen.is_cost:
-        plan = rate_for_target(model, example_inputs, chosen, importance, **surgery_options)
-        search, rate_dict = plan.describe(chosen), plan.rate_dict
-        chosen = Target("rate", plan.rate)
-    surgery = ChannelSurgery(model, example_inputs, chosen.value, importance, rate_dict=rate_dict, **surgery_options)
+                           round_to=round_to, keep_residual=keep_residual, max_rate=max_rate)
+    plan = plan_channels(model, example_inputs, chosen, importance, latency_runtime=latency_runtime, **surgery_options)
+    search = plan.describe(chosen) if chosen.is_cost else None
+    surgery = ChannelSurgery(model, example_inputs, plan.rate, importance, rate_dict=plan.rate_dict,
+                             **plan.surgery_options(surgery_options))
     reached_rate = surgery.step()
-    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": chosen.value, "search": search})
+    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": plan.rate, "search": search})

@@ -12,11 +12,11 @@ as one group at rate ``r``. With ``global_pruning=True`` the rate is instead
 reached over all groups together, so some layers lose more and others less
 (Torch-Pruning counts a coupled group's channels once there, so the measured
 rate, which counts every layer, can differ from the target by a few points).
-``round_to=k`` asks Torch-Pruning to keep channel counts at multiples of
-``k``. The reached rate can then be *below* ``r``: a group whose count cannot
-be rounded that way stays wider or whole (smp FPN's GroupNorm seg blocks at
-r = 0.5, round_to = 8 stay at 128 channels, 43.3% reached instead of 50%), and
-on CPU it made nothing faster (``benchmarks/README.md``, round_to table).
+``round_to=k`` here is Torch-Pruning's own: kept counts rounded *down* to
+multiples of ``k`` (a group whose count cannot be rounded that way stays wider
+or whole). The structured pruners do not use it: they choose every group's
+count themselves, rounded to the nearest multiple (``toolkit.pruning.allocation``)
+and pass it as per-layer rates (``rate_dict``).
 Channels that come in groups (grouped convs as in ResNeXt, GroupNorm as in
 smp's FPN) lose the same number from every group, rounded down (4 a group at
 r = 0.4 keep 2).
