@@ -16,9 +16,19 @@ VS_CONTROL = "same-budget dense control"
 VS_DENSE = "dense before pruning"
 
 
+def recovery_steps(row: dict[str, Any]) -> int | None:
+    """A row's recovery budget, the steps trained after pruning; a row written before the column
+    existed has it as its total budget less the dense training (``toolkit.runner.cell``)."""
+    if row.get("recovery_steps") is not None:
+        return int(row["recovery_steps"])
+    if row.get("budget_steps") is None:
+        return None
+    return int(row["budget_steps"]) - int(row.get("steps_train") or 0)
+
+
 def control_key(row: dict[str, Any]) -> tuple:
     """What a row and its control share: architecture, dataset, seed and recovery budget."""
-    return row.get("arch"), row.get("dataset"), row.get("seed"), row.get("recovery_steps")
+    return row.get("arch"), row.get("dataset"), row.get("seed"), recovery_steps(row)
 
 
 def is_control(row: dict[str, Any]) -> bool:
