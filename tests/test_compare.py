@@ -283,6 +283,10 @@ def test_loud_failures_name_a_missed_target_an_emptied_layer_and_zero_iou():
         "2 layer(s) left with no channels: decoder.conv1, decoder.conv2",
         "test IoU 0.000: the model finds no defect",
     ]
+    gradual = {**fine, "recovery_steps": 0, "steps_prune": 4, "steps_finetune": 0}
+    assert row_warnings(gradual) == ["trained 4 steps after pruning, over its recovery budget of 0 "
+                                     "(a gradual pruner takes a step per pruning step at least)"]
+    assert row_warnings({**gradual, "from_scratch": True, "steps_finetune": 20}) == [], "narrow trains from scratch"
 
 
 def test_iou_change_is_against_the_same_budget_control_where_there_is_one():

@@ -1,7 +1,8 @@
 """Loud failures: the results a reader must not take for ordinary ones.
 
 A cost target missed by more than a point, a layer left with no output
-channels, a model at zero test IoU: each becomes a short sentence in the row's
+channels, a model at zero test IoU, a cell that trained past its recovery
+budget (not comparable with the others): each becomes a short sentence in the row's
 ``warnings`` list, which the CLI prints on the cell's line and ``report.md``
 lists, so it is read where the number is read.
 """
@@ -23,6 +24,10 @@ def row_warnings(row: dict[str, Any], empty_layers: Iterable[str] = ()) -> list[
     if empty:
         more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
         out.append(f"{len(empty)} layer(s) left with no channels: {', '.join(empty[:3])}{more}")
+    budget, took = row.get("recovery_steps"), (row.get("steps_prune") or 0) + (row.get("steps_finetune") or 0)
+    if budget is not None and took > budget and not row.get("from_scratch"):
+        out.append(f"trained {took} steps after pruning, over its recovery budget of {budget} "
+                   "(a gradual pruner takes a step per pruning step at least)")
     iou = row.get("test_iou_pruned")
     if iou is not None and iou < ZERO_IOU:
         out.append(f"test IoU {iou:.3f}: the model finds no defect")

@@ -43,7 +43,7 @@ def _pm(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0, tex: bool = F
     text = format(float(x) / scale, fmt)
     std = r.get(f"{key}_std")
     if r.get("n", 1) > 1 and not _missing(std) and format(float(std) / scale, fmt) != format(0.0, fmt):
-        spread = format(float(std) / scale, fmt)
+        spread = format(float(std) / scale, fmt.replace("+", ""))  # a spread has no sign
         text = rf"${text} \pm {spread}$" if tex else f"{text} ± {spread}"
     return text
 
