@@ -28,11 +28,11 @@ from toolkit.pruning.targets import Target
 from toolkit.results.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
+from toolkit.workbench.batchnorm import recalibrate_batchnorm
 from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.workbench.device import device_name, resolve_device
 from toolkit.workbench.models import create_model, output_layers
 from toolkit.workbench.seeding import derive, seed_everything, use_deterministic_algorithms
-from toolkit.workbench.batchnorm import recalibrate_batchnorm
 from toolkit.workbench.training import EpochRecord, Trainer, atomic_save, ema
 
 
