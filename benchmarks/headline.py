@@ -19,6 +19,8 @@ from pathlib import Path
 from common import markdown, parser, setup, write_csv
 from recovery import mean_std, read_rows
 
+from toolkit.results.control import VS_CONTROL, is_control, recovery_steps, with_deltas
+
 LABELS = {"flops": "FLOPs -{:.0%}", "params": "params -{:.0%}", "latency": "latency -{:.0%}", "sparsity": "zeros {:.0%}"}
 
 
@@ -34,32 +36,35 @@ def main() -> None:
     p.set_defaults(csv=Path(__file__).parent / "results" / "headline.csv")
     args = p.parse_args()
     machine_line = setup(args)
-    every = [r for r in read_rows(args.run_dir) if r.get("status") == "ok"]
-    control = {(r["arch"], r["dataset"], r["seed"]): r for r in every if r["plugin"] == "dense"}
-    rows = [r for r in every if r["plugin"] != "dense"]
+    every = with_deltas(r for r in read_rows(args.run_dir) if r.get("status") == "ok")
+    control = [r for r in every if is_control(r)]
+    rows = [r for r in every if not is_control(r)]
     methods = args.methods.split(",") if args.methods else sorted({r["method"] for r in rows})
     if not rows or not control:
         sys.exit(f"error: {args.run_dir} needs finished `dense` control rows and pruned rows")
     classes = next(r["class_names"] for r in every if r.get("class_names"))[1:]  # background left out
-    table = [_row("dense model, before pruning", "-", list(control.values()), None, classes, "dense"),
-             _row("dense control, same budget", "-", list(control.values()), None, classes)]
-    for kind, target in sorted({(r["target_kind"], r["target"]) for r in rows}):
+    budgets = sorted({recovery_steps(r) for r in control})  # a control row per recovery budget
+    table = [_row("dense model, before pruning", "-", [r for r in control if recovery_steps(r) == budgets[0]],
+                  False, classes, "dense")]
+    table += [_row("dense control, same budget", "-", [r for r in control if recovery_steps(r) == b], False,
+                   classes) for b in budgets]
+    for kind, target, budget in sorted({(r["target_kind"], r["target"], recovery_steps(r)) for r in rows}):
         for method in methods:
-            group = [r for r in rows if r["method"] == method and (r["target_kind"], r["target"]) == (kind, target)]
+            group = [r for r in rows if r["method"] == method
+                     and (r["target_kind"], r["target"], recovery_steps(r)) == (kind, target, budget)]
             if group:
                 label = LABELS.get(kind, kind + " {:.0%}").format(target)
-                table.append(_row(method, label, group, control, classes))
+                table.append(_row(method, label, group, True, classes))
     columns = list(table[0])
     print(markdown(table, columns))
     write_csv(table, args.csv, machine_line)
 
 
-def _row(method: str, target: str, group: list[dict], control: dict | None, classes: list[str],
-         model: str = "pruned") -> dict:
-    """One line of the table; Δ is against the same seed's control, so seed-to-seed spread cancels."""
-    delta = "" if control is None else pm(
-        [r["test_iou_pruned"] - control[(r["arch"], r["dataset"], r["seed"])]["test_iou_pruned"] for r in group
-         if (r["arch"], r["dataset"], r["seed"]) in control], 100, 1)
+def _row(method: str, target: str, group: list[dict], delta: bool, classes: list[str], model: str = "pruned") -> dict:
+    """One line of the table; Δ is against the same seed's control at the same budget
+    (``toolkit.results.control``), so seed-to-seed spread cancels."""
+    against = [r["test_iou_delta"] for r in group if r.get("delta_reference") == VS_CONTROL]
+    delta = pm(against, 100, 1) if delta and against else ""
     row = {
         "method": method, "target": target,
         "flops_removed_pct": round(100 * statistics.fmean(r["flops_reduction"] for r in group), 1),

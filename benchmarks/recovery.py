@@ -20,8 +20,10 @@ from pathlib import Path
 
 from common import markdown, parser, setup, write_csv
 
+from toolkit.results.control import VS_CONTROL, recovery_steps, with_deltas
+
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
-COLUMNS = ["method", "pruner", "target", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
+COLUMNS = ["method", "pruner", "target", "recovery_steps", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
            "delta_pts_std", "dense_miou", "dense_control", "seeds", "steps", "goal_pts", "goal_met"]
 
 
@@ -44,25 +46,25 @@ def main() -> None:
     args = p.parse_args()
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
-    every = [r for r in read_rows(args.run_dir) if r.get("status") == "ok"]
-    control = {(r["arch"], r["dataset"], r["seed"]): r["test_iou_pruned"] for r in every if r["plugin"] == "dense"}
+    every = with_deltas(r for r in read_rows(args.run_dir) if r.get("status") == "ok")
     rows = [r for r in every if r.get("target_kind") == "flops" and (methods is None or r["method"] in methods)]
     if not rows:
         sys.exit(f"error: no finished FLOP-target cells in {args.run_dir}")
     table = []
     order = methods or sorted({r["method"] for r in rows})
-    for target in sorted({r["target"] for r in rows}):
+    for target, budget in sorted({(r["target"], recovery_steps(r)) for r in rows}):
         for method in order:
-            group = [r for r in rows if r["method"] == method and r["target"] == target]
+            group = [r for r in rows if r["method"] == method and (r["target"], recovery_steps(r)) == (target, budget)]
             if not group:
                 continue
             miou, miou_std = mean_std([r["test_iou_pruned"] for r in group])
-            reference = [control.get((r["arch"], r["dataset"], r["seed"]), r["test_iou_dense"]) for r in group]
-            delta, delta_std = mean_std([100 * (r["test_iou_pruned"] - ref) for r, ref in zip(group, reference)])
-            same_budget = all((r["arch"], r["dataset"], r["seed"]) in control for r in group)
+            # against the same seed's dense control at the same budget, else the dense checkpoint
+            reference = [r["test_iou_pruned"] - r["test_iou_delta"] for r in group]
+            delta, delta_std = mean_std([100 * r["test_iou_delta"] for r in group])
+            same_budget = all(r["delta_reference"] == VS_CONTROL for r in group)
             goal = GOALS.get(round(target, 2))
             table.append({
-                "method": method, "pruner": group[0]["plugin"], "target": f"flops={target:g}",
+                "method": method, "pruner": group[0]["plugin"], "target": f"flops={target:g}", "recovery_steps": budget,
                 "flops_reduction_pct": round(100 * statistics.fmean(r["flops_reduction"] for r in group), 1),
                 "test_miou": round(miou, 4), "test_miou_std": round(miou_std, 4),
                 "delta_pts": round(delta, 2), "delta_pts_std": round(delta_std, 2),

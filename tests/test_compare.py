@@ -254,3 +254,79 @@ def test_a_cells_time_is_its_own_not_its_dense_models(tmp_path, monkeypatch):
     grid.plugins, grid.sparsities, grid.archs = ["level"], [0.3], ["fpn"]
     local.run_locally(grid, tmp_path, compare.cells(grid), Spy())
     assert len(seen) == 1 and seen[0] < 0.5
+
+
+def test_missed_target_is_a_warning_in_the_cli_line_the_row_and_the_report(tmp_path, capsys):
+    """Unstructured zeros remove no FLOPs: asked for -50% FLOPs, the row reaches 0% and must say so loudly."""
+    code = main([
+        "compare", "--plugins", "level", "--archs", "fpn", "--targets", "flops=0.5", "--datasets", "synthetic",
+        "--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--epochs", "1", "--batch-size", "2",
+        "--steps-per-epoch", "1", "--out", str(tmp_path), "--no-progress",
+    ])
+    assert code == 0
+    row = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    assert row["status"] == "ok" and row["target_met"] is False and row["flops_reduction"] == 0.0
+    missed = "target flops=0.5 missed by 50.0 points (reached 0.000)"
+    assert missed in row["warnings"]
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("fpn__synthetic__level__flops0.5__s0: "))
+    assert f"WARNING: {missed}" in line
+    report = (tmp_path / "report.md").read_text()
+    assert "## Warnings" in report and f"- **fpn__synthetic__level__flops0.5__s0**: {missed}" in report
+    assert f"ok; WARNING: {missed}" in (tmp_path / "results.md").read_text(), "and in the table's status"
+
+
+def test_loud_failures_name_a_missed_target_an_emptied_layer_and_zero_iou():
+    from toolkit.results.alerts import row_warnings
+
+    fine = {"target_kind": "flops", "target": 0.5, "reached": 0.495, "target_met": True, "test_iou_pruned": 0.41}
+    assert row_warnings(fine) == []
+    bad = {**fine, "reached": 0.179, "target_met": False, "test_iou_pruned": 0.0}
+    assert row_warnings(bad, ["decoder.conv1", "decoder.conv2"]) == [
+        "target flops=0.5 missed by 32.1 points (reached 0.179)",
+        "2 layer(s) left with no channels: decoder.conv1, decoder.conv2",
+        "test IoU 0.000: the model finds no defect",
+    ]
+    gradual = {**fine, "recovery_steps": 0, "steps_prune": 4, "steps_finetune": 0}
+    assert row_warnings(gradual) == ["trained 4 steps after pruning, over its recovery budget of 0 "
+                                     "(a gradual pruner takes a step per pruning step at least)"]
+    assert row_warnings({**gradual, "from_scratch": True, "steps_finetune": 20}) == [], "narrow trains from scratch"
+
+
+def test_iou_change_is_against_the_same_budget_control_where_there_is_one():
+    from toolkit.results.control import VS_CONTROL, VS_DENSE, with_deltas
+
+    def row(plugin, seed, budget, iou, arch="fpn", target=0.5):
+        return dict(status="ok", arch=arch, dataset="synthetic", plugin=plugin, method=plugin, seed=seed, target=target,
+                    recovery_steps=budget, test_iou_pruned=iou, test_iou_change=iou - 0.6)
+
+    rows = with_deltas([row("dense", 0, 10, 0.70, target=0.0), row("dense", 1, 10, 0.50, target=0.0),
+                        row("l1", 0, 10, 0.65), row("l1", 1, 10, 0.52), row("l1", 0, 0, 0.10),
+                        row("l1", 0, 10, 0.40, arch="unet")])
+    deltas = [(r["test_iou_delta"], r["delta_reference"]) for r in rows]
+    assert deltas[2][0] == pytest.approx(-0.05) and deltas[3][0] == pytest.approx(0.02), "same seed's control"
+    assert deltas[2][1] == deltas[3][1] == VS_CONTROL
+    assert deltas[4] == (pytest.approx(0.10 - 0.6), VS_DENSE), "no control at budget 0: the dense model before pruning"
+    assert deltas[5] == (pytest.approx(0.40 - 0.6), VS_DENSE), "no control for that architecture"
+
+
+def test_a_folder_made_before_bn_recalibration_resumes_with_it_off(tmp_path):
+    grid = tiny_grid()
+    grid.run.bn_recalibration = 0
+    compare._check_same_settings(grid, tmp_path, force=False)
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    del settings["bn_recalibration"]  # as written before the setting existed
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    compare._check_same_settings(grid, tmp_path, force=False)
+    with pytest.raises(Exception, match="bn_recalibration.*add --bn-recalibration 0"):
+        compare._check_same_settings(tiny_grid(), tmp_path, force=False)
+
+
+def test_default_grid_holds_the_dense_control_at_target_zero_beside_every_budget():
+    grid = load_grid(None, recovery_steps=[0, 40])
+    ids = [c.id for c in compare.cells(grid)]
+    assert "fpn__synthetic__dense__0__s0__r0" in ids and "unet__synthetic__dense__0__s0__r40" in ids
+    assert len(ids) == 2 * 2 * (1 + 3 * 2), "2 archs x 2 budgets x (control + 3 pruners x 2 targets)"
+    assert all(not c.id.endswith(("__r0", "__r40")) for c in compare.cells(load_grid(None))), "no axis: ids as before"
+    with pytest.raises(Exception, match="recovery_steps must be whole numbers"):
+        load_grid(None, recovery_steps=[-1])

@@ -201,3 +201,45 @@ def test_robust_recovery_peaks_at_a_tenth_of_training_and_explicit_rates_win():
     research.train.recovery_lr_scale = 0.0
     with pytest.raises(UsageError, match="recovery_lr_scale"):
         research.validate()
+
+
+# -- BatchNorm recalibration after channel surgery ---------------------------------------------
+def _bn_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+
+
+def test_bn_recalibration_changes_running_statistics_but_no_weights_and_repeats_for_a_seed():
+    import copy
+
+    from toolkit.pruning import prune_channels
+    from toolkit.runner.stages import open_workbench
+    from toolkit.workbench.batchnorm import recalibrate_batchnorm
+
+    settings = RunConfig(encoder="resnet18", image_size=64, limit=24)
+    settings.train.batch_size = 4
+    settings.validate()
+    pruned = create_model("unet", "resnet18", num_classes=4)
+    prune_channels(pruned, torch.randn(1, 3, 64, 64), 0.5, "l1")
+    stale = _bn_state(pruned)
+    weights = {k: v.clone() for k, v in pruned.named_parameters()}
+
+    def recalibrated(seed):
+        model = copy.deepcopy(pruned).eval()
+        used = recalibrate_batchnorm(model, open_workbench(settings, "synthetic", seed).batches("bn-recalibration", 3))
+        assert used == 3 and not model.training, "the model's mode is put back"
+        return model
+
+    model = recalibrated(0)
+    fresh = _bn_state(model)
+    changed = [k for k in stale if k.endswith("running_mean") and not torch.allclose(stale[k], fresh[k])]
+    assert len(changed) > 0.9 * sum(k.endswith("running_mean") for k in stale), "every BatchNorm re-estimated"
+    assert all(int(fresh[k]) == 3 for k in fresh if k.endswith("num_batches_tracked")), "cumulative over 3 batches"
+    assert all(torch.equal(v, weights[k]) for k, v in model.named_parameters()), "no weight moves"
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, nn.BatchNorm2d)), "momentum put back"
+    again, other = _bn_state(recalibrated(0)), _bn_state(recalibrated(1))
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh), "same seed, same statistics"
+    assert any(not torch.allclose(fresh[k], other[k]) for k in fresh if "running_mean" in k), "another seed, other batches"
+    # no batches: nothing is reset
+    untouched = copy.deepcopy(pruned)
+    assert recalibrate_batchnorm(untouched, iter(())) == 0
+    assert all(torch.equal(v, stale[k]) for k, v in _bn_state(untouched).items())

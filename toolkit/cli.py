@@ -127,6 +127,9 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-memory", action="store_true", default=None, help="page-locked batches for faster GPU copies")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--pruning-steps", type=int, help="n_p: pruning steps of gradual and iterative pruners (default 10)")
+    p.add_argument("--bn-recalibration", type=int, metavar="BATCHES",
+                   help="after channel surgery, re-estimate BatchNorm statistics on this many training batches, "
+                        "no training (default 10; 0 = off)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
     p.add_argument("--distill-kind", choices=["logits", "features", "both"],
@@ -171,7 +174,7 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
     }.items() if v is not None}
     run = {name: getattr(args, name, None) for name in (
         "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "device", "precision",
-        "deterministic", "threads", "pruning_steps",
+        "deterministic", "threads", "pruning_steps", "bn_recalibration",
     )}
     run.update(epochs or {})
     if args.distill or args.distill_kind:
@@ -290,13 +293,22 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     dense = train_dense(job.arch, job.data, job.seed, job.run, out / "dense", checkpoint=job.checkpoint)
     row = {**cell.as_row(), "status": "ok", **run_cell(cell, job.run, dense, out, options=job.plugin_options)}
     write_json(row, out / "result.json")
-    print(
+    print(f"{cell_line(row)}; wrote {out}")
+    return 0
+
+
+def cell_line(row: dict[str, Any]) -> str:
+    """One finished cell in one line, its warnings (``toolkit.results.alerts``) at the end."""
+    from toolkit.results.alerts import warning_text
+
+    if row.get("status") != "ok":
+        return f"{row['cell']}: failed: {row.get('error')}"
+    return (
         f"{row['plugin']} ({row['kind']}) at {row['target_kind']}={row['target']:g}: reached {row['reached']:.3f}, "
         f"params -{row['params_reduction']:.1%}, FLOPs -{row['flops_reduction']:.1%}, "
-        f"CPU latency x{row['latency_speedup']:.2f}, test IoU {row['test_iou_dense']:.4f} -> {row['test_iou_pruned']:.4f}; "
-        f"wrote {out}"
+        f"CPU latency x{row['latency_speedup']:.2f}, test IoU {row['test_iou_dense']:.4f} -> {row['test_iou_pruned']:.4f} "
+        f"after {row['recovery_steps']} recovery steps{warning_text(row)}"
     )
-    return 0
 
 
 def _plugin_options(pairs: list[str] | None) -> dict[str, object]:
@@ -362,11 +374,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                              "gpus_per_cell": args.gpus_per_cell}.items() if v is not None}
     grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
                      sparsities=_split(args.sparsities, float), targets=_split(args.targets),
-                     datasets=_split(args.datasets), seeds=seeds, executor=args.executor,
-                     cell_timeout=args.cell_timeout, ray=ray or None, run=run, tracking=_tracking(args))
+                     datasets=_split(args.datasets), seeds=seeds, recovery_steps=_split(args.recovery_steps, int),
+                     executor=args.executor, cell_timeout=args.cell_timeout, ray=ray or None, run=run,
+                     tracking=_tracking(args))
     out = Path(args.out)
+
+    def finished_cell(cell: Any, row: dict[str, Any]) -> None:
+        from tqdm.auto import tqdm
+
+        line = cell_line(row)
+        tqdm.write(line if line.startswith(cell.id) else f"{cell.id}: {line}")  # below the progress bar
+
     with hold(out, "compare"):
-        rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force)
+        rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force, on_cell=finished_cell)
         report = write_report(out)
     failed = [r for r in rows.values() if r["status"] != "ok"]
     for r in failed:
@@ -392,13 +412,16 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         "then write report.md, results.csv/.tex/.jsonl and plots. Re-running the same command resumes: finished cells are skipped.",
     )
     p.add_argument("--config", help="grid TOML (see benchmarks/grid-*.toml); options below override it")
-    p.add_argument("--plugins", help="comma list of pruners (default fpgm,l1,agp): {pruners}")
+    p.add_argument("--plugins", help="comma list of pruners (default dense,fpgm,l1,agp; dense = the control): {pruners}")
     p.add_argument("--archs", help="comma list of architectures (default fpn,unet): {architectures}")
     p.add_argument("--sparsities", help="comma list in each pruner's own measure, e.g. 0.2,0.5,0.9 (default 0.5,0.75)")
     p.add_argument("--targets", help="comma list of cost targets, e.g. flops=0.25,flops=0.5 (alone: no sparsities)")
     p.add_argument("--datasets", help="comma list of datasets (default synthetic), NAME or FORMAT:PATH; formats: {datasets}")
     p.add_argument("--seeds", help="comma list: every cell, dense included, runs once per seed (default 0)")
     p.add_argument("--seed", type=int, help="one seed (same as --seeds N)")
+    p.add_argument("--recovery-steps", help="comma list of recovery budgets, e.g. 0,120,400: every cell, the dense "
+                                            "control included, runs once per budget of steps after pruning "
+                                            "(prune stage + fine-tune; 0 = prune and measure). Default: the epochs")
     p.add_argument("--epochs", help="epochs per stage: N, or train,prune,finetune")
     p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default local)")
     p.add_argument("--ray-address", help="ray: auto (the running cluster) or HOST:PORT; none starts a local Ray")

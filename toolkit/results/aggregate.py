@@ -1,4 +1,4 @@
-"""Repeats over seeds: one aggregate row per (arch, dataset, pruner, target) with mean, std and n.
+"""Repeats over seeds: one aggregate row per (arch, dataset, pruner, target, recovery budget) with mean, std and n.
 
 Every numeric column is averaged; ``<column>_std`` is the sample standard
 deviation (n - 1 in the denominator, 0 for a single seed). A column whose
@@ -13,9 +13,11 @@ import statistics
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-GROUP = ("arch", "dataset", "method", "target_kind", "target")
+from toolkit.results.control import VS_DENSE
+
+GROUP = ("arch", "dataset", "method", "target_kind", "target", "recovery_steps")
 IDENTITY = (*GROUP, "plugin", "kind", "backend", "class_names", "latency_device", "latency_gpu_device", "latency_input", "encoder",
-            "image_size")
+            "image_size", "delta_reference")
 
 
 def _number(value: Any) -> float | None:
@@ -59,6 +61,8 @@ def combine(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             stats = [mean_std([x for x in col if _number(x) is not None]) for col in columns]
             out[key] = [m for m, _ in stats]
             out[f"{key}_std"] = [s for _, s in stats]
+        elif all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in values):
+            out[key] = list(dict.fromkeys(x for v in values for x in v))  # e.g. warnings: any seed's
     return out
 
 
@@ -85,7 +89,8 @@ def dense_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         for key_name, value in r.items():
             if key_name.endswith("_dense"):
                 dense[key_name.removesuffix("_dense") + "_pruned"] = value
-        dense.update(params_reduction=0.0, flops_reduction=0.0, latency_speedup=1.0, test_iou_change=0.0)
+        dense.update(params_reduction=0.0, flops_reduction=0.0, latency_speedup=1.0, test_iou_change=0.0,
+                     recovery_steps=0, test_iou_delta=0.0, delta_reference=VS_DENSE)
         if "latency_gpu_ms_pruned" in dense:
             dense["latency_gpu_speedup"] = 1.0
         per_seed[key] = dense

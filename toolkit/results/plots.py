@@ -165,3 +165,37 @@ def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarr
             ax.set_yticks([])
             ax.set_title(t, fontsize=8)
     return _save(fig, path)
+
+
+def plot_recovery(rows: Sequence[dict[str, Any]], path: Path, delta_label: str) -> Path:
+    """Test IoU and IoU change against the recovery budget (steps trained after pruning): a line per
+    method and target, error bars the std over seeds (``rows`` are aggregates), a row of two panels per
+    (arch, dataset). Where the lines flatten, more training no longer buys accuracy."""
+    budgeted = [r for r in rows if r.get("recovery_steps") is not None and r.get("test_iou_pruned") is not None]
+    keys = sorted({(r["arch"], r["dataset"]) for r in budgeted})
+    fig, axes = plt.subplots(max(1, len(keys)), 2, figsize=(11, 3.6 * max(1, len(keys))), squeeze=False)
+    colours = {m: f"C{i % 10}" for i, m in enumerate(sorted({r["method"] for r in budgeted}))}
+    targets = sorted({(r.get("target_kind", ""), float(r.get("target", 0))) for r in budgeted})
+    styles = {t: ["-", "--", ":", "-."][i % 4] for i, t in enumerate(targets)}
+    for (iou_ax, delta_ax), key in zip(axes, keys):
+        lines: dict[tuple, list[dict[str, Any]]] = {}
+        for r in budgeted:
+            if (r["arch"], r["dataset"]) == key:
+                lines.setdefault((r["method"], r.get("target_kind", ""), float(r.get("target", 0))), []).append(r)
+        for (method, kind, value), line in sorted(lines.items()):
+            line.sort(key=lambda r: r["recovery_steps"])
+            xs = [r["recovery_steps"] for r in line]
+            label = method if method == "dense" else f"{method} {_label(line[0])}"
+            for ax, key_name, scale in ((iou_ax, "test_iou_pruned", 1.0), (delta_ax, "test_iou_delta", 100.0)):
+                ys = [scale * float(r.get(key_name, math.nan)) for r in line]
+                errs = [scale * float(r.get(f"{key_name}_std") or 0) for r in line]
+                ax.errorbar(xs, ys, yerr=errs if any(errs) else None, fmt=styles[(kind, value)], marker="o", ms=3,
+                            color="k" if method == "dense" else colours[method], capsize=2, lw=1.1, label=label)
+        iou_ax.set_ylabel("test mean IoU", fontsize=8)
+        delta_ax.set_ylabel(f"IoU change (pts) vs {delta_label}", fontsize=8)
+        delta_ax.axhline(0, color="grey", lw=0.6)
+        for ax in (iou_ax, delta_ax):
+            ax.set_xlabel("recovery steps (prune stage + fine-tune)", fontsize=8)
+            ax.set_title(f"{key[0]} on {key[1]}", fontsize=9)
+        delta_ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    return _save(fig, path)

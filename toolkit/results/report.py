@@ -18,12 +18,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from toolkit.results.aggregate import aggregate, dense_rows
+from toolkit.results.alerts import warning_text
+from toolkit.results.control import VS_CONTROL, VS_DENSE, with_deltas
 from toolkit.results.plots import (
-    STAGE_COLORS, _panel_grid, _save, plot_examples, plot_latency_vs_flops, plot_pareto,
+    STAGE_COLORS, _panel_grid, _save, plot_examples, plot_latency_vs_flops, plot_pareto, plot_recovery,
 )
 from toolkit.results.store import iter_rows
 
 NOT_IN_CSV = {"curves", "examples", "traceback", "prune_history", "meta"}
+CAPTION = "Pruning results (mean $\\pm$ std over seeds)"
+DELTA = "IoU change pts"  # its header names the reference (``_delta_column``)
 TARGET_NAMES = {"rate": "rate", "sparsity": "sparsity", "flops": "FLOPs -", "params": "params -", "latency": "latency -"}
 
 
@@ -39,7 +43,7 @@ def _pm(r: dict[str, Any], key: str, fmt: str, scale: float = 1.0, tex: bool = F
     text = format(float(x) / scale, fmt)
     std = r.get(f"{key}_std")
     if r.get("n", 1) > 1 and not _missing(std) and format(float(std) / scale, fmt) != format(0.0, fmt):
-        spread = format(float(std) / scale, fmt)
+        spread = format(float(std) / scale, fmt.replace("+", ""))  # a spread has no sign
         text = rf"${text} \pm {spread}$" if tex else f"{text} ± {spread}"
     return text
 
@@ -67,7 +71,9 @@ def _met(r: dict[str, Any], tex: bool = False) -> str:
 
 
 def _status(r: dict[str, Any], tex: bool = False) -> str:
-    return r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')}"
+    if r["status"] != "ok":
+        return f"failed: {r.get('error', '')}"
+    return "ok" + warning_text(r)
 
 
 @dataclass(frozen=True)
@@ -96,16 +102,39 @@ COLUMNS: list[Column] = [
     Column("zip MB", "Zipped (MB)", _num("zip_bytes_pruned", ".2f", 1e6)),
     Column("budget steps", "Steps", _num("budget_steps", ".0f")),
     Column("test IoU", "IoU", _num("test_iou_pruned", ".4f")),
-    Column("IoU change pts", r"$\Delta$IoU (pts)", _num("test_iou_change", "+.1f", 0.01)),
+    Column(DELTA, r"$\Delta$IoU (pts)", _num("test_iou_delta", "+.1f", 0.01)),
     Column("n", "n", lambda r, tex=False: str(r.get("n", 1))),
     Column("status", "Status", _status),
 ]
 
 
+def delta_reference(rows: Sequence[dict[str, Any]]) -> str:
+    """What the IoU change of these rows is against: the same-budget control, the dense model before
+    pruning, or both (some rows have no control)."""
+    refs = {r.get("delta_reference", VS_DENSE) for r in rows if r.get("status") == "ok" and r.get("method") != "(dense)"}
+    return refs.pop() if len(refs) == 1 else f"{VS_CONTROL} (* {VS_DENSE}: no control)"
+
+
+def _delta_column(rows: Sequence[dict[str, Any]]) -> Column:
+    """The IoU change, its header saying against what; a row measured otherwise than the header says is
+    starred (no control for it), and the dense model before pruning has none under a control header."""
+    reference = delta_reference(rows)
+    plain = _num("test_iou_delta", "+.1f", 0.01)
+
+    def value(r: dict[str, Any], tex: bool = False) -> str:
+        own = r.get("delta_reference", VS_DENSE)
+        if reference == own:
+            return plain(r, tex)
+        return "" if r.get("method") == "(dense)" else plain(r, tex) + "*"
+
+    short = "control" if reference.startswith(VS_CONTROL) else "dense"
+    return Column(f"IoU change vs {short} pts", rf"$\Delta$IoU vs {short} (pts)", value)
+
+
 def _columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
-    """Drop the GPU columns when no row ran on a GPU."""
+    """Drop the GPU columns when no row ran on a GPU; name the IoU change's reference."""
     gpu = any("latency_gpu_ms_pruned" in r for r in rows)
-    return [c for c in COLUMNS if gpu or not c.header.startswith("GPU")]
+    return [_delta_column(rows) if c.header == DELTA else c for c in COLUMNS if gpu or not c.header.startswith("GPU")]
 
 
 def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,7 +188,7 @@ def _tex(s: str) -> str:
     return s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&").replace("#", r"\#")
 
 
-def latex_table(rows: Sequence[dict[str, Any]], caption: str = "Pruning results (mean $\\pm$ std over seeds)") -> str:
+def latex_table(rows: Sequence[dict[str, Any]], caption: str = CAPTION) -> str:
     cols = [c for c in _columns(rows) if c.header != "status"]
     body = []
     for r in table_rows(rows):
@@ -283,16 +312,36 @@ def checklist(rows: Sequence[dict[str, Any]]) -> list[str]:
     ]
 
 
+def recovery_budgets(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """The recovery budgets (steps after pruning) a grid ran, smallest first."""
+    return sorted({int(r["recovery_steps"]) for r in rows if r.get("recovery_steps") is not None})
+
+
+def warnings_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every row's warnings (``toolkit.results.alerts``), cell by cell: what must not be read as a result."""
+    warned = [r for r in rows if r.get("status") == "ok" and r.get("warnings")]
+    if not warned:
+        return []
+    return ["## Warnings", "", f"{len(warned)} of {len(rows)} cells:", "",
+            *[f"- **{r['cell']}**: {'; '.join(r['warnings'])}" for r in warned], ""]
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` with tables and plots beside it; returns its path."""
     run_dir = Path(run_dir)
-    rows = list(iter_rows(run_dir))
+    every = with_deltas(iter_rows(run_dir))
+    budgets = recovery_budgets(every)
+    shown = max(budgets) if len(budgets) > 1 else None
+    rows = every if shown is None else [r for r in every if r.get("recovery_steps") == shown]
     ok = [r for r in rows if r["status"] == "ok"]
     md = markdown_table(rows)
     (run_dir / "results.md").write_text(md)
-    (run_dir / "results.tex").write_text(latex_table(rows))
-    write_csv(rows, run_dir / "results.csv")
+    (run_dir / "results.tex").write_text(latex_table(rows, CAPTION if shown is None else
+                                                     f"{CAPTION[:-1]}, after {shown} recovery steps)"))
+    write_csv(every, run_dir / "results.csv")
     figures = []
+    if shown is not None:
+        figures.append(plot_recovery(aggregate(every), run_dir / "recovery.png", delta_reference(every)))
     if ok:
         figures.append(plot_pareto(aggregate(rows), dense_rows(rows), run_dir / "pareto.png"))
         figures.append(plot_latency_vs_flops(aggregate(rows), dense_rows(rows), run_dir / "latency_vs_flops.png"))
@@ -315,6 +364,13 @@ def write_report(run_dir: str | Path) -> Path:
         "IoU is the test-split mean over the defect classes (background excluded). budget = training steps in all "
         "(dense + prune + fine-tune). Unstructured pruning keeps dense kernels: its FLOPs and latency do not drop, "
         "its zipped file does.", "",
+        f"IoU change is against the {delta_reference(rows)} (same architecture, dataset and seed"
+        + (", same recovery budget); " if delta_reference(rows) != VS_DENSE else "); ")
+        + ("recovery budget: the training steps after pruning (prune stage + fine-tune)." if shown is None else
+           f"the table shows the largest recovery budget, **{shown} steps** after pruning (prune stage + fine-tune), "
+           f"of {', '.join(map(str, budgets))}; the recovery curve above shows them all, results.csv holds every row."),
+        "",
+        *warnings_section(every),
         md, "",
         "Per-class test IoU (background included; blank = class absent from the test split):", "",
         per_class_markdown(rows), "",

@@ -9,6 +9,20 @@ from typing import Any, Iterator
 from toolkit.errors import UsageError
 
 RESULTS = "results.jsonl"
+SETTINGS = "settings.json"  # the run settings its cells were made with: a folder resumes or merges only under them
+# settings added since a run folder may have been made, with the value its cells were made with
+ADDED_SETTINGS = {"bn_recalibration": 0}
+
+
+def read_settings(out_dir: Path) -> dict[str, Any]:
+    """A run folder's ``settings.json``, with the settings added since at the value they stand for there."""
+    return {**ADDED_SETTINGS, **json.loads((Path(out_dir) / SETTINGS).read_text())}
+
+
+def added_settings_hint(changed: list[str]) -> str:
+    """How to resume a folder made before a setting existed, when that setting is what differs."""
+    added = [k for k in changed if k in ADDED_SETTINGS]
+    return "".join(f"; it was made without {k}: add --{k.replace('_', '-')} {ADDED_SETTINGS[k]}" for k in added)
 
 
 def finished(out_dir: Path) -> dict[str, dict[str, Any]]:

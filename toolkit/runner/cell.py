@@ -6,6 +6,14 @@ stage's steps that a pruner does not use (a one-shot pruner uses none) go to
 fine-tuning, and a baseline trained from scratch (``narrow``) gets the dense
 training steps as well. ``budget_steps`` in the row is that total, so a table
 compares methods at equal training cost.
+
+**Recovery budget.** ``recovery_steps`` is what a cell trains after the dense
+model: the prune stage's steps plus the fine-tune steps. By default it is the
+run's prune and fine-tune epochs; a grid's ``recovery_steps`` axis sets it per
+cell (0 = prune and measure, no training). The prune stage gets at most that
+budget and the fine-tune the rest, so ``budget_steps = steps_train +
+recovery_steps`` for every cell; a gradual pruner needs at least one step per
+pruning step, and its row says how many it took (``steps_prune``).
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from typing import Any
 from toolkit.config import RunConfig, write_config
 from toolkit.pruning.surgery import channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, met
+from toolkit.results.alerts import row_warnings
 from toolkit.runner.stages import (
     compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached,
     recipe, recovery_trainer, reinitialise, save_examples, save_model,
@@ -42,6 +51,7 @@ class Cell:
     target: Target
     seed: int = 0
     method: str = ""
+    recovery_steps: int | None = None  # None: the run's prune + fine-tune epochs (a grid without the axis)
 
     @property
     def name(self) -> str:
@@ -49,7 +59,8 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.arch}__{_slug(self.dataset)}__{self.name}__{self.target.slug}__s{self.seed}"
+        budget = "" if self.recovery_steps is None else f"__r{self.recovery_steps}"
+        return f"{self.arch}__{_slug(self.dataset)}__{self.name}__{self.target.slug}__s{self.seed}{budget}"
 
     @property
     def dense_id(self) -> str:
@@ -58,7 +69,8 @@ class Cell:
     def as_row(self) -> dict[str, Any]:
         """The cell's identity columns, named as in every results row."""
         return {"cell": self.id, "arch": self.arch, "dataset": self.dataset, "method": self.name, "plugin": self.plugin,
-                "target_kind": self.target.kind, "target": self.target.value, "seed": self.seed}
+                "target_kind": self.target.kind, "target": self.target.value, "seed": self.seed,
+                **({} if self.recovery_steps is None else {"recovery_steps": self.recovery_steps})}
 
 
 def run_cell(
@@ -88,12 +100,14 @@ def run_cell(
     channels_before = channel_counts(dense_model)
 
     teacher = dense_model if settings.distill.enabled else None
-    pruned = prune_stage(wb, dense_model, cell.plugin, options, target, teacher=teacher)
+    recovery_steps = cell.recovery_steps
+    if recovery_steps is None:
+        recovery_steps = wb.prune_steps + settings.epochs_finetune * wb.steps_per_epoch
+    prune_steps = min(wb.prune_steps, recovery_steps)
+    pruned = prune_stage(wb, dense_model, cell.plugin, options, target, teacher=teacher, steps=prune_steps)
     write_history(pruned.history, folder / "prune_metrics.csv")
     result = pruned.result
-    per_epoch = wb.steps_per_epoch
-    prune_budget = settings.epochs_prune * per_epoch
-    finetune_steps = settings.epochs_finetune * per_epoch + max(0, prune_budget - pruned.steps)
+    finetune_steps = recovery_steps - prune_steps + max(0, prune_steps - pruned.steps)
     # a model re-initialised from scratch is trained like the dense one (its recipe, its peak rate), for the
     # dense training's steps as well; only a pruned model recovers at the fine-tune stage's settings
     recovery = "finetune"
@@ -118,6 +132,8 @@ def run_cell(
         "steps_train": int(dense.get("steps_train", 0)),
         "steps_prune": pruned.steps,
         "steps_finetune": finetune_steps,
+        "recovery_steps": recovery_steps,
+        "bn_recalibration": pruned.bn_recalibration,
         "time_train_s": float(dense.get("time_train_s", 0.0)),
         "time_prune_s": pruned.seconds,
         "time_finetune_s": ft_seconds,
@@ -133,6 +149,8 @@ def run_cell(
     row["budget_steps"] = (0 if result.from_scratch else row["steps_train"]) + row["steps_prune"] + row["steps_finetune"]
     row["reached"] = reached(target, row)
     row["target_met"] = met(target, row["reached"])
+    empty = [name for name, n in channel_counts(result.model).items() if n == 0 and name in channels_before]
+    row["warnings"] = row_warnings({**cell.as_row(), **row}, empty)
 
     rebuild = recipe(cell.arch, settings.encoder, wb.splits.num_classes)
     save_model(result.model, rebuild, folder / "pruned.pt", structured=result.kind == "structured",

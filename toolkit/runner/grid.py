@@ -27,7 +27,8 @@ import torch
 from toolkit.config import RunConfig, read_toml, update, use_recipe
 from toolkit.errors import ToolkitError, UsageError
 from toolkit.pruning.targets import Target
-from toolkit.results.store import finished, write_results
+from toolkit.results.control import CONTROL
+from toolkit.results.store import SETTINGS, added_settings_hint, finished, read_settings, write_results
 from toolkit.results.tracking import TrackingConfig, open_tracker
 from toolkit.runner.cell import Cell
 from toolkit.runner.lock import hold
@@ -51,11 +52,14 @@ class GridConfig:
     """The grid and the per-cell settings. The defaults are the demo: a few minutes on 2 CPU cores."""
 
     archs: list[str] = field(default_factory=lambda: ["fpn", "unet"])
-    plugins: list[str] = field(default_factory=lambda: ["fpgm", "l1", "agp"])
+    # the dense control first: every "IoU change" is then against the dense model trained for the same steps
+    plugins: list[str] = field(default_factory=lambda: ["dense", "fpgm", "l1", "agp"])
     sparsities: list[float] = field(default_factory=lambda: [0.5, 0.75])  # each pruner's own measure
     targets: list[str] = field(default_factory=list)  # cost targets, e.g. ["flops=0.5"]
     datasets: list[str] = field(default_factory=lambda: ["synthetic"])
     seeds: list[int] = field(default_factory=lambda: [0])
+    # steps trained after pruning (prune stage + fine-tune), one cell per value; empty = the run's epochs
+    recovery_steps: list[int] = field(default_factory=list)
     plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
     plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
     plugin_targets: dict[str, list[str]] = field(default_factory=dict)  # per plugin name, instead of sparsities + targets
@@ -115,6 +119,10 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
             raise UsageError(f"target {t} removes nothing")
     for t in (t for ts in grid.plugin_targets.values() for t in ts):
         Target.parse(t)  # 0 allowed: the dense baseline's
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in grid.recovery_steps):
+        raise UsageError(f"recovery_steps must be whole numbers of steps >= 0, e.g. [0, 120, 400], got {grid.recovery_steps}")
+    if len(set(grid.recovery_steps)) != len(grid.recovery_steps):
+        raise UsageError(f"recovery_steps lists a budget twice: {grid.recovery_steps}")
     if grid.executor not in EXECUTORS:
         raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {grid.executor!r}")
     if grid.cell_timeout is not None and grid.cell_timeout <= 0:
@@ -191,9 +199,12 @@ def settings_of(grid: GridConfig, name: str) -> RunConfig:
 
 
 def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
-    """A plugin's (or variant's) targets: its own list, else the grid's sparsities and targets."""
+    """A plugin's (or variant's) targets: its own list, else the grid's sparsities and targets
+    (the dense control's: 0, it prunes nothing)."""
     if plugin in grid.plugin_targets:
         return [Target.parse(t) for t in grid.plugin_targets[plugin]]
+    if grid.variants.get(plugin, {}).get("plugin", plugin) == CONTROL:
+        return [Target("sparsity", 0.0)]
     native = grid.plugin_sparsities.get(plugin, grid.sparsities)
     return [Target("sparsity", float(s)) for s in native] + [Target.parse(t) for t in grid.targets]
 
@@ -204,9 +215,9 @@ def cells(grid: GridConfig) -> list[Cell]:
         return (grid.variants[name]["plugin"], name) if name in grid.variants else (name, "")
 
     return [
-        Cell(a, d, plugin(p)[0], t, int(seed), method=plugin(p)[1])
+        Cell(a, d, plugin(p)[0], t, int(seed), method=plugin(p)[1], recovery_steps=budget)
         for seed in grid.seeds for d in grid.datasets for a in grid.archs for p in grid.plugins
-        for t in targets_of(grid, p)
+        for t in targets_of(grid, p) for budget in (grid.recovery_steps or [None])
     ]
 
 
@@ -343,14 +354,14 @@ def _run_settings(grid: GridConfig) -> dict[str, Any]:
 
 def _check_same_settings(grid: GridConfig, out_dir: Path, force: bool) -> None:
     """Refuse to mix cells trained with other settings into one table."""
-    saved = out_dir / "settings.json"
+    saved = out_dir / SETTINGS
     now = _run_settings(grid)
     if saved.exists() and not force:
-        changed = changed_settings(now, json.loads(saved.read_text()))
+        changed = changed_settings(now, read_settings(out_dir))
         if changed:
             raise UsageError(
                 f"{out_dir} holds cells made with other settings ({', '.join(changed)}); "
-                "use another --out, or --force to mix them"
+                f"use another --out, or --force to mix them{added_settings_hint(changed)}"
             )
     if not saved.exists() or force:
         write_json(now, saved)

@@ -9,17 +9,15 @@ are left behind: they only restart an interrupted stage.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UsageError
-from toolkit.results.store import finished, write_results
+from toolkit.results.store import SETTINGS, finished, read_settings, write_results
 from toolkit.runner.grid import changed_settings
 from toolkit.runner.lock import hold
 
-SETTINGS = "settings.json"
 RESUME_FILES = "*_last.pt"
 
 
@@ -36,7 +34,7 @@ def _settings(folder: Path) -> dict:
     path = folder / SETTINGS
     if not path.is_file() or not (folder / "cells").is_dir():
         raise UsageError(f"{folder} is not a 'toolkit compare' run folder (no {SETTINGS} or cells/)")
-    return json.loads(path.read_text())
+    return read_settings(folder)
 
 
 def _check_same(dest: Path, src: Path, force: bool) -> None:

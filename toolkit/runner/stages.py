@@ -8,13 +8,14 @@ calls those two.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from toolkit.pruning.targets import Target
 from toolkit.results.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
+from toolkit.workbench.batchnorm import recalibrate_batchnorm
 from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.workbench.device import device_name, resolve_device
 from toolkit.workbench.models import create_model, output_layers
@@ -46,12 +48,16 @@ class Workbench:
     device: torch.device
     example: torch.Tensor  # one test image (CPU), for FLOP counts and tracing
 
-    def trainer(self, stage: str, teacher: nn.Module | None = None, flops_reduction: float | None = None) -> Trainer:
+    def trainer(self, stage: str, teacher: nn.Module | None = None, flops_reduction: float | None = None,
+                steps: int | None = None) -> Trainer:
         """A fresh trainer for one stage, with the stage's settings; its randomness is
         ``derive(seed, stage)``, the same for every cell of the seed. With a ``teacher`` and
         ``distill.enabled`` its loss distils the teacher into the model it trains;
-        ``flops_reduction`` is for ``recovery_lr = "by-flops"`` (``RunConfig.stage_train``)."""
-        stage_steps = max(1, self.settings.epochs_prune * self.steps_per_epoch) if stage == "prune" else 0
+        ``flops_reduction`` is for ``recovery_lr = "by-flops"`` (``RunConfig.stage_train``). ``steps`` is
+        the prune stage's length when a recovery budget shortens it (default: its epochs)."""
+        if steps is None:
+            steps = self.prune_steps
+        stage_steps = max(1, steps) if stage == "prune" else 0
         settings = self.settings.stage_train(stage, flops_reduction)
         trainer = Trainer(self.splits.train, self.splits.val, self.splits.num_classes, settings,
                           seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision,
@@ -67,6 +73,19 @@ class Workbench:
         n = max(1, len(self.splits.train) // self.settings.train.batch_size)
         cap = self.settings.train.max_steps_per_epoch
         return max(1, min(n, cap) if cap else n)
+
+    @property
+    def prune_steps(self) -> int:
+        """The prune stage's steps at the run's epochs."""
+        return self.settings.epochs_prune * self.steps_per_epoch
+
+    def batches(self, stage: str, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` training batches (the training's crops and augmentation), drawn from ``derive(seed, stage)``:
+        the same for every cell of the seed."""
+        if n <= 0:
+            return
+        trainer = self.trainer(stage)
+        yield from itertools.islice((b for epoch in itertools.count() for b in trainer.epoch_batches(stage, epoch)), n)
 
     def test_loader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.splits.test, batch_size=self.settings.train.batch_size)
@@ -202,6 +221,7 @@ class Pruned:
     history: list[EpochRecord]
     seconds: float
     steps: int  # training steps the pruner took
+    bn_recalibration: int = 0  # batches the BatchNorm statistics were recalibrated on (0: not done)
 
 
 def prune_stage(
@@ -211,13 +231,17 @@ def prune_stage(
     options: dict[str, Any],
     target: Target,
     teacher: nn.Module | None = None,
+    steps: int | None = None,
 ) -> Pruned:
-    """Run one pruner plugin on a copy of the dense model at ``target``.
+    """Run one pruner plugin on a copy of the dense model at ``target``, in at most ``steps``
+    training steps (default: the prune stage's epochs; see ``toolkit.runner.cell`` on budgets).
 
     A cost target goes to pruners that handle it themselves; any other
     structured pruner gets the sparsity that meets it, searched on copies of
     the model; an unstructured one (dense kernels cut no cost) runs at a zero
     fraction equal to the target's value and its row says what it reached.
+    A structured result then has its BatchNorm statistics recalibrated
+    (``bn_recalibration`` batches), whichever pruner made it.
     """
     from toolkit.plugins import get_registry
 
@@ -225,8 +249,9 @@ def prune_stage(
     spec = registered.spec
     pruner = spec.create(options)
     model = copy.deepcopy(dense).to(wb.device)
-    total_iters = max(1, wb.settings.epochs_prune * wb.steps_per_epoch)
-    logger = StageTrainer(wb, wb.trainer("prune", teacher))
+    steps = wb.prune_steps if steps is None else steps
+    total_iters = max(1, steps)
+    logger = StageTrainer(wb, wb.trainer("prune", teacher, steps=steps))
     example = wb.example.to(wb.device)
 
     def request(model: nn.Module, sparsity: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
@@ -246,7 +271,10 @@ def prune_stage(
     else:
         cost = target if (target.is_cost and spec.cost_targets) else None
         result = check_result(pruner.prune(request(model, target.value, cost)))
-    return Pruned(result, logger.history, time.perf_counter() - t0, logger.steps)
+    recalibrated = 0
+    if result.kind == "structured" and not result.from_scratch:  # a model trained from scratch has no stale statistics
+        recalibrated = recalibrate_batchnorm(result.model, wb.batches("bn-recalibration", wb.settings.bn_recalibration))
+    return Pruned(result, logger.history, time.perf_counter() - t0, logger.steps, recalibrated)
 
 
 def _search_black_box(pruner: Any, model: nn.Module, example: torch.Tensor, target: Target,
@@ -286,6 +314,8 @@ def recovery_trainer(wb: Workbench, stage: str, model: nn.Module, dense_flops: f
 
 def finetune_stage(trainer: Trainer, pruned: PruneResult, steps: int, out_dir: Path | None) -> tuple[list[EpochRecord], float]:
     """Fine-tune for ``steps`` steps; unstructured masks are kept so the zeros stay zero."""
+    if steps <= 0:  # a recovery budget of 0: measure the pruned model as it is
+        return [], 0.0
     t0 = time.perf_counter()
     keeper = None
     if pruned.masks:

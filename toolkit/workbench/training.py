@@ -271,6 +271,10 @@ class Trainer:
         torch.manual_seed(seed)  # augmentation and dropout in this process
         return iter(self.train_loader)
 
+    def epoch_batches(self, stage: str, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training batches of one epoch of ``stage`` (crops, augmentation), seeded as training draws them."""
+        return self._epoch_batches(stage, epoch)
+
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A continuing stream for step-wise training (gradual pruners), reshuffled every pass."""
         if self._stream is None:
