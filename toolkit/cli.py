@@ -127,6 +127,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-memory", action="store_true", default=None, help="page-locked batches for faster GPU copies")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--pruning-steps", type=int, help="n_p: pruning steps of gradual and iterative pruners (default 10)")
+    p.add_argument("--latency-runtimes", help="comma list of runtimes to time every model on: eager, onnxruntime, "
+                                              "openvino, onnxruntime_gpu (default eager,onnxruntime,openvino)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -162,6 +164,7 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
         "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "device", "precision",
         "deterministic", "threads", "pruning_steps",
     )}
+    run["latency_runtimes"] = _split(args.latency_runtimes)
     run.update(epochs or {})
     if args.distill:
         run["distill"] = {"enabled": True}
@@ -351,7 +354,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
                      sparsities=_split(args.sparsities, float), targets=_split(args.targets),
                      datasets=_split(args.datasets), seeds=seeds, executor=args.executor,
-                     cell_timeout=args.cell_timeout, ray=ray or None, run=run)
+                     cell_timeout=args.cell_timeout, retime=args.retime, ray=ray or None, run=run)
     out = Path(args.out)
     rows = run_grid(grid, out, retry_failed=args.retry_failed, force=args.force)
     report = write_report(out)
@@ -383,6 +386,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/compare", help="run folder (default runs/compare); an existing one is resumed")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--force", action="store_true", help="resume even if the folder was made with other settings")
+    p.add_argument("--retime", action=argparse.BooleanOptionalAction, default=None,
+                   help="once the cells are done, time every model again in one process, interleaved "
+                        "(default: on for the local executor, off on Ray)")
     _add_settings(p)
     p.set_defaults(func=_cmd_compare)
 
@@ -391,6 +397,18 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from toolkit.results.report import write_report
 
+    if args.retime:
+        from toolkit.runner.retime import retime_run, runtimes_of
+
+        if not (Path(args.run_dir) / "cells").is_dir():
+            from toolkit.errors import UsageError
+
+            raise UsageError(f"{args.run_dir} has no cells/: pass a folder written by 'toolkit compare'")
+        settings = runtimes_of(Path(args.run_dir))
+        settings["rounds"] = args.rounds or settings["rounds"]
+        rows = retime_run(Path(args.run_dir), **settings)
+        print(f"re-timed {sum(r.get('retimed_rounds') is not None for r in rows.values())} cells, "
+              f"{settings['rounds']} interleaved rounds on {', '.join(settings['runtimes'])}")
     print(f"report: {write_report(args.run_dir)}")
     return 0
 
@@ -399,6 +417,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write tables and plots of a compare run",
                        description="Write report.md, results.md/.csv/.tex and plots from RUN_DIR/results.jsonl.")
     p.add_argument("run_dir", help="a folder written by 'toolkit compare'")
+    p.add_argument("--retime", action="store_true",
+                   help="first time every model again in this process, interleaved (for a grid run on a busy "
+                        "machine or a cluster; run it on a quiet one)")
+    p.add_argument("--rounds", type=int, help="--retime: timed rounds (default: the run's latency_runs, at least 10)")
     p.set_defaults(func=_cmd_report)
 
 
