@@ -450,17 +450,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from toolkit.errors import UsageError
-    from toolkit.pruning.serialize import export_onnx, load_model
+    from toolkit.pruning.serialize import load_model
+    from toolkit.results.runtimes import export_checked
     from toolkit.workbench.device import resolve_device
 
     if args.image_size < 32 or args.image_size % 32:
         raise UsageError(f"--image-size must be a multiple of 32, got {args.image_size}")
+    if args.threads < 1 or args.runs < 1:
+        raise UsageError("--threads and --runs must be >= 1")
     device = resolve_device(args.device or "cpu")
     model = load_model(args.model).to(device)
-    out = args.out or str(Path(args.model).with_suffix(".onnx"))
+    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".xml"))
     channels = model_in_channels(model)
-    path = export_onnx(model, torch.randn(1, channels, args.image_size, args.image_size, device=device), out)
-    print(f"onnx: {path} (input 1x{channels}x{args.image_size}x{args.image_size}, dynamic batch)")
+    torch.manual_seed(0)
+    x = torch.randn(1, channels, args.image_size, args.image_size, device=device)
+    done = export_checked(model, x, out, args.format, tolerance=args.tolerance, threads=args.threads, runs=args.runs)
+    shape = "x".join(map(str, done.input_shape))
+    print(f"{args.format}: {done.path} (input {shape}, dynamic batch); outputs match PyTorch's within "
+          f"{done.max_abs_diff:.2g} (tolerance {args.tolerance:g})")
+    print(f"latency: {done.timing.median_ms:.2f} ms median (IQR {done.timing.iqr_ms:.2f} ms, {done.timing.runs} runs) "
+          f"on {done.description}, input {shape}")
     return 0
 
 
@@ -472,11 +481,18 @@ def model_in_channels(model) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a trained or pruned model to ONNX",
-                       description="Load a model file written by train, prune or compare (dense.pt, pruned.pt) "
-                                   "and export it to ONNX for deployment (needs the onnx extra).")
+    p = sub.add_parser("export", help="export a trained or pruned model to ONNX or OpenVINO",
+                       description="Load a model file written by train, prune or compare (dense.pt, pruned.pt), "
+                                   "export it for deployment (onnx: the onnx extra; openvino: the openvino extra), "
+                                   "check the file's outputs against PyTorch's in its runtime, and print its latency.")
     p.add_argument("model", help="dense.pt or pruned.pt from a run folder")
-    p.add_argument("--out", help="ONNX file (default: beside the model, .onnx)")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx",
+                   help="onnx (default; checked on ONNX Runtime) or openvino (IR .xml + .bin; checked on OpenVINO)")
+    p.add_argument("--out", help="output file (default: beside the model, .onnx or .xml)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest difference from PyTorch's outputs accepted (default 1e-3); past it the export fails")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads for the latency printed (default 1)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs for the latency printed (default 20)")
     p.add_argument("--image-size", type=int, default=128, help="input side for the export trace (default 128)")
     p.add_argument("--device", help="device to trace on: cpu (default), cuda, cuda:N, mps")
     p.set_defaults(func=_cmd_export)

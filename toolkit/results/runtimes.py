@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from toolkit.errors import RuntimeMissing, UsageError
+from toolkit.errors import ExportMismatch, RuntimeMissing, UsageError
 
 RUNTIMES = ("eager", "onnxruntime", "openvino", "onnxruntime_gpu")
 GPU_RUNTIMES = ("onnxruntime_gpu",)  # timed on GPU runs only
@@ -311,3 +311,38 @@ def runtime_columns(dense: Mapping[str, Any], pruned: Mapping[str, Any]) -> dict
         if pruned.get(f"latency_{runtime}_skipped"):
             row[f"latency_{runtime}_skipped"] = pruned[f"latency_{runtime}_skipped"]
     return row
+
+
+# -- export for deployment ---------------------------------------------------------------------
+FORMATS = {"onnx": "onnxruntime", "openvino": "openvino"}  # file format -> the runtime that checks it
+
+
+@dataclass
+class Exported:
+    """An exported file, checked against PyTorch and timed in its runtime."""
+
+    path: Path
+    max_abs_diff: float
+    timing: Timing
+    description: str
+    input_shape: tuple[int, ...]
+
+
+def export_checked(model: nn.Module, example: torch.Tensor, out: str | Path, fmt: str, tolerance: float = 1e-3,
+                   threads: int = 1, runs: int = 20, warmup: int = 3) -> Exported:
+    """Export ``model`` to ``fmt`` (onnx, openvino), run the file in its runtime on ``example`` and
+    compare with PyTorch: a difference past ``tolerance`` raises ``ExportMismatch`` (the file is
+    kept to inspect); then time the file as deployed."""
+    from toolkit.pruning.serialize import export_onnx, export_openvino
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    exporter = export_onnx if fmt == "onnx" else export_openvino
+    path = exporter(model, example, out)
+    session = session_from_file(FORMATS[fmt], path, example, threads)
+    diff = max_abs_diff(session, model, example)
+    if not diff <= tolerance:
+        raise ExportMismatch(f"{path}: {fmt} outputs differ from PyTorch's by up to {diff:.3g}, past the tolerance "
+                             f"{tolerance:g}; the file is kept to inspect (--tolerance to accept it)")
+    timing = time_interleaved({fmt: session.timed}, runs, warmup)[fmt]
+    return Exported(Path(path), diff, timing, session.description, tuple(example.shape))
