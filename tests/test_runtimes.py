@@ -147,3 +147,20 @@ def test_export_fails_loudly_past_the_tolerance_and_names_a_missing_runtime(mode
     monkeypatch.setitem(sys.modules, "openvino", None)
     assert main(["export", str(path), "--format", "openvino", "--image-size", "64"]) == 2
     assert "pip install 'toolkit[openvino]'" in capsys.readouterr().err
+
+
+def test_a_model_the_exporter_cannot_trace_gets_a_reason_not_a_failed_cell():
+    pytest.importorskip("onnxruntime")
+    from toolkit.results.runtimes import measure_runtimes
+
+    class Untraceable(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return {"a set is no output": {1, 2}, "y": self.conv(x)}
+
+    columns = measure_runtimes(Untraceable(), torch.zeros(1, 3, 8, 8), ["onnxruntime"], threads=1, runs=1)
+    assert columns["latency_onnxruntime_skipped"].startswith("ONNX export failed: ")
+    assert "latency_ms_onnxruntime" not in columns

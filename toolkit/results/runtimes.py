@@ -240,24 +240,35 @@ def open_sessions(model: nn.Module, example: torch.Tensor, runtimes: Sequence[st
                   threads: int) -> dict[str, Session | str]:
     """A session per runtime, or the reason there is none; the model is exported to ONNX once
     (as ``toolkit export`` does) for all runtimes that read it. Eager runs on the model's device."""
-    from toolkit.pruning.serialize import export_onnx
-
     sessions: dict[str, Session | str] = {}
     with tempfile.TemporaryDirectory(prefix="toolkit-runtime-") as tmp:
-        path: Path | None = None
+        path: Path | str | None = None  # the ONNX file, or why there is none
         for runtime in runtimes:
             try:
                 if runtime == "eager":
                     sessions[runtime] = eager_session(model, example, threads)
                     continue
                 if path is None:
-                    _import("onnx", "onnx")
-                    on_cpu = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
-                    path = export_onnx(on_cpu, example.cpu(), Path(tmp) / "model.onnx")
-                sessions[runtime] = session_from_file(runtime, path, example, threads)
+                    path = _export_for_runtimes(model, example, Path(tmp) / "model.onnx")
+                sessions[runtime] = path if isinstance(path, str) else session_from_file(runtime, path, example, threads)
             except RuntimeMissing as missing:
                 sessions[runtime] = str(missing)
+            except Exception as exc:  # noqa: BLE001 - a runtime that cannot load this model is a reason in the row
+                sessions[runtime] = f"{LABELS[runtime]} failed: {type(exc).__name__}: {str(exc).strip()[:200]}".splitlines()[0]
     return sessions
+
+
+def _export_for_runtimes(model: nn.Module, example: torch.Tensor, path: Path) -> Path | str:
+    """The model as ONNX (``toolkit export``'s exporter), or why it could not be exported: a model
+    the exporter cannot trace gets its reason in the row, not a failed cell."""
+    from toolkit.pruning.serialize import export_onnx
+
+    _import("onnx", "onnx")
+    on_cpu = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
+    try:
+        return export_onnx(on_cpu, example.cpu(), path)
+    except Exception as exc:  # noqa: BLE001 - see above
+        return f"ONNX export failed: {type(exc).__name__}: {str(exc).strip()[:200]}".splitlines()[0]
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:

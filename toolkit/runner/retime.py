@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
+from toolkit.errors import ToolkitError
 from toolkit.results.runtimes import (
     RUNTIMES, Session, Timing, open_sessions, runtimes_on, time_interleaved,
 )
@@ -80,10 +81,10 @@ def retime_run(
         sessions: dict[str, dict[str, Session | str]] = {}
         for key, path in [(dense_key, out_dir / "dense" / dense_key / "dense.pt"),
                           *((r["cell"], out_dir / "cells" / r["cell"] / "pruned.pt") for r in members)]:
-            if not path.is_file():
-                sessions[key] = {rt: f"no model file {path.name} to time" for rt in wanted}
-                continue
-            sessions[key] = open_sessions(load_model(path), x, wanted, threads)
+            try:
+                sessions[key] = open_sessions(load_model(path), x, wanted, threads)
+            except ToolkitError as exc:  # a missing or unreadable file: that row says so, the others are timed
+                sessions[key] = {rt: str(exc) for rt in wanted}
         calls = {(key, rt): s.timed for key, by_runtime in sessions.items()
                  for rt, s in by_runtime.items() if isinstance(s, Session)}
         timings = time_interleaved(calls, rounds, warmup, threads) if calls else {}
