@@ -12,9 +12,7 @@ import importlib.util
 import multiprocessing as mp
 import os
 import platform
-import statistics
 import sys
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -132,38 +130,19 @@ def stopwatch() -> Iterator[list[float]]:
         elapsed[0] = time.perf_counter() - start
 
 
-def median_ms(fn: Callable[[], Any], runs: int, warmup: int) -> float:
-    """Median wall time of ``fn()`` in ms after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def has_onnxruntime() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 
 
 def ort_latency_ms(model: nn.Module, x: torch.Tensor, threads: int, runs: int, warmup: int) -> float:
-    """Median onnxruntime CPU latency of ``model`` exported with the toolkit's exporter."""
-    import onnxruntime as ort
+    """Median onnxruntime CPU latency of ``model`` exported with the toolkit's exporter
+    (``toolkit.results.runtimes``, as every results row's ``latency_ms_onnxruntime``)."""
+    from toolkit.results.runtimes import open_sessions, time_interleaved
 
-    from toolkit.pruning.serialize import export_onnx
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, x, Path(tmp) / "model.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"input": x.numpy()}
-    return median_ms(lambda: session.run(None, feed), runs, warmup)
+    session = open_sessions(model, x, ["onnxruntime"], threads)["onnxruntime"]
+    if isinstance(session, str):
+        raise RuntimeError(session)
+    return time_interleaved({"model": session.timed}, runs, warmup)["model"].median_ms
 
 
 def _child(queue: Any, fn: Callable[..., Any], args: tuple, threads: int) -> None:

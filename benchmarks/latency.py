@@ -1,100 +1,86 @@
-"""Re-measure the latency of every model a `toolkit compare` run saved, interleaved.
+"""Re-measure the latency of every model a `toolkit compare` run saved, interleaved, on each runtime.
 
 `compare` times each cell when it finishes, so a cell that ran while the
-machine was busy gets a slower number than its neighbours. This script loads
-the dense model and every cell's saved model (`toolkit.pruning.serialize.load_model`:
-nothing but tensors is unpickled) and times them round-robin: one forward pass
-of each model per round, `--runs` rounds, median per model. Background load
-then hits every model alike and the speedups are comparable. Run it on a quiet
-machine.
+machine was busy gets a slower number than its neighbours. This script runs
+the toolkit's quiet re-timing pass (`toolkit.runner.retime`, the same as
+`toolkit report RUN --retime`, which it also writes into the run's rows): the
+dense model and every cell's saved model are loaded and timed round-robin on
+each runtime, one pass of each per round, `--runs` rounds, median and
+interquartile range per model. Background load then hits every model alike and
+the speedups are comparable. Run it on a quiet machine.
 
 Run:  .venv/bin/python benchmarks/latency.py runs/magnetic-tile
-      (input size and threads default to what the run recorded)
+      (input size defaults to what the run recorded)
 """
 from __future__ import annotations
 
-import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
-import torch
-
 from common import markdown, parser, setup, write_csv
-from toolkit.pruning.serialize import load_model
+from toolkit.results.runtimes import RUNTIMES, check_runtimes
+from toolkit.runner.retime import retime_run
 
-COLUMNS = ["arch", "dataset", "seed", "pruner", "kind", "target", "input", "torch_ms", "speedup", "recorded_ms",
-           "recorded_speedup", "flop_speedup"]
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "results.jsonl"
-    if not path.is_file():
-        sys.exit(f"error: {path} not found: pass the folder a `toolkit compare` run wrote")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+SHORT = {"eager": "torch", "onnxruntime": "ort", "openvino": "openvino", "onnxruntime_gpu": "ort_gpu"}
 
 
-def interleaved_ms(models: dict[str, torch.nn.Module], x: torch.Tensor, runs: int, warmup: int) -> dict[str, float]:
-    """Median ms per model, timing one pass of each model per round."""
-    times: dict[str, list[float]] = {k: [] for k in models}
-    with torch.inference_mode():
-        for round_ in range(warmup + runs):
-            for key, model in models.items():
-                start = time.perf_counter()
-                model(x)
-                if round_ >= warmup:
-                    times[key].append((time.perf_counter() - start) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
+def columns(runtimes: list[str]) -> list[str]:
+    timed = [f"{SHORT[r]}_{c}" for r in runtimes for c in ("ms", "iqr_ms", "speedup")]
+    # torch_ms / speedup keep the names of this script's first tables
+    timed = [{"torch_speedup": "speedup"}.get(c, c) for c in timed]
+    return ["arch", "dataset", "seed", "pruner", "kind", "target", "input", *timed, "recorded_ms", "recorded_speedup",
+            "flop_speedup"]
 
 
-def dense_of(row: dict) -> str:
-    """The dense folder a cell started from (``toolkit.runner.cell.Cell.dense_id``)."""
-    from toolkit.pruning.targets import Target
-    from toolkit.runner.cell import Cell
-
-    return Cell(row["arch"], row["dataset"], row["plugin"], Target("sparsity", 0.5), row.get("seed", 0)).dense_id
+def measured(row: dict, runtimes: list[str], which: str) -> dict:
+    """A table line's timing columns from a re-timed row (``which``: dense or pruned)."""
+    out = {}
+    for r in runtimes:
+        ms = row.get(f"retimed_ms_{r}_{which}")
+        out[f"{SHORT[r]}_ms"], out[f"{SHORT[r]}_iqr_ms"] = ms, row.get(f"retimed_ms_{r}_iqr_{which}")
+        out["speedup" if r == "eager" else f"{SHORT[r]}_speedup"] = (
+            (1.0 if which == "dense" else row.get(f"retimed_{r}_speedup")) if ms is not None else None)
+    return out
 
 
 def main() -> None:
     p = parser("latency", __doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
     p.add_argument("--size", type=int, default=None, help="input side in px (default: the run's latency input)")
+    p.add_argument("--runtimes", default="eager,onnxruntime,openvino", help=f"comma list of: {', '.join(RUNTIMES)}")
     p.set_defaults(csv=None)
     args = p.parse_args()
-    rows = [r for r in read_rows(args.run_dir) if r.get("status") == "ok"]
+    if not (args.run_dir / "cells").is_dir():
+        sys.exit(f"error: {args.run_dir} has no cells/: pass the folder a `toolkit compare` run wrote")
+    runtimes = check_runtimes([r.strip() for r in args.runtimes.split(",") if r.strip()])
+    machine_line = setup(args)
+    rows = [r for r in retime_run(args.run_dir, runtimes, args.threads, args.runs or 20, args.warmup or 3,
+                                  size=args.size).values() if r.get("status") == "ok"]
     if not rows:
         sys.exit(f"error: no finished cells in {args.run_dir}")
-    machine_line = setup(args)
-    side = args.size or int(str(rows[0]["latency_input"]).split("x")[-1])
-    runs, warmup = args.runs or 20, args.warmup or 3
-
-    models: dict[str, torch.nn.Module] = {}
     for r in rows:
-        dense_key = dense_of(r)
-        if dense_key not in models:
-            models[dense_key] = load_model(args.run_dir / "dense" / dense_key / "dense.pt").eval()
-        models[r["cell"]] = load_model(args.run_dir / "cells" / r["cell"] / "pruned.pt").eval()
-    x = torch.randn(1, 3, side, side)
-    print(f"{len(models)} models, input 1x3x{side}x{side}, {warmup} + {runs} interleaved rounds", flush=True)
-    ms = interleaved_ms(models, x, runs, warmup)
+        for rt in runtimes:
+            if r.get(f"retimed_{rt}_skipped"):
+                print(f"{r['cell']}: {rt} skipped: {r[f'retimed_{rt}_skipped']}")
 
     table = []
-    for dense_key in dict.fromkeys(dense_of(r) for r in rows):
-        first = next(r for r in rows if dense_of(r) == dense_key)
-        table.append({"arch": first["arch"], "dataset": first["dataset"], "seed": first.get("seed", 0),
-                      "pruner": "(dense)", "target": "",
-                      "input": f"{side}x{side}", "torch_ms": ms[dense_key], "speedup": 1.0,
+    groups = dict.fromkeys((r["arch"], r["dataset"], r.get("seed", 0)) for r in rows)
+    for arch, dataset, seed in groups:
+        members = sorted((r for r in rows if (r["arch"], r["dataset"], r.get("seed", 0)) == (arch, dataset, seed)),
+                         key=lambda r: (r["plugin"], r["target_kind"], r["target"]))
+        first = members[0]
+        side = first["latency_input"].split("x")[-1] if not args.size else args.size
+        table.append({"arch": arch, "dataset": dataset, "seed": seed, "pruner": "(dense)", "target": "",
+                      "input": f"{side}x{side}", **measured(first, runtimes, "dense"),
                       "recorded_ms": first["latency_ms_dense"], "recorded_speedup": 1.0, "flop_speedup": 1.0})
-        for r in sorted((r for r in rows if dense_of(r) == dense_key),
-                        key=lambda r: (r["plugin"], r["target_kind"], r["target"])):
+        for r in members:
             table.append({
-                "arch": r["arch"], "dataset": r["dataset"], "seed": r.get("seed", 0), "pruner": r["plugin"],
-                "kind": r["kind"], "target": f"{r['target_kind']}={r['target']:g}", "input": f"{side}x{side}", "torch_ms": ms[r["cell"]],
-                "speedup": ms[dense_key] / ms[r["cell"]], "recorded_ms": r["latency_ms_pruned"],
+                "arch": arch, "dataset": dataset, "seed": seed, "pruner": r["plugin"], "kind": r["kind"],
+                "target": f"{r['target_kind']}={r['target']:g}", "input": f"{side}x{side}",
+                **measured(r, runtimes, "pruned"), "recorded_ms": r["latency_ms_pruned"],
                 "recorded_speedup": r["latency_speedup"], "flop_speedup": r["flops_dense"] / r["flops_pruned"],
             })
-    print(markdown(table, COLUMNS))
+    print(markdown(table, columns(runtimes)))
     write_csv(table, args.csv or Path(__file__).parent / "results" / f"latency-{args.run_dir.name}.csv", machine_line)
 
 

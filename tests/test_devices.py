@@ -59,6 +59,7 @@ def test_rows_name_the_device_their_latency_was_measured_on(tmp_path):
     row = json.loads((out / "result.json").read_text())
     assert row["device"] == "cpu" and "thread" in row["latency_device"]
     assert "latency_gpu_ms_pruned" not in row, "no GPU column for a CPU run"
+    assert "latency_ms_onnxruntime_gpu_pruned" not in row and "latency_onnxruntime_gpu_skipped" not in row
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (none on this machine)")
@@ -70,6 +71,8 @@ def test_a_cuda_run_measures_gpu_latency_too(tmp_path):  # pragma: no cover - ru
     row = json.loads((out / "result.json").read_text())
     assert row["device"].startswith("cuda") and row["latency_gpu_ms_pruned"] > 0
     assert row["latency_gpu_device"] == torch.cuda.get_device_name(0)
+    # and ONNX Runtime's GPU provider, or the reason it could not run (CPU-only onnxruntime)
+    assert row.get("latency_ms_onnxruntime_gpu_pruned", 0) > 0 or "onnxruntime" in row["latency_onnxruntime_gpu_skipped"]
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (none on this machine)")

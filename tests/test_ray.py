@@ -37,7 +37,9 @@ def rows(out: Path) -> dict[str, dict]:
 
 
 def untimed(row: dict) -> dict:
-    kept = {k: v for k, v in row.items() if k not in UNTIMED and not k.startswith(("time_", "latency_ms"))}
+    # timings (every runtime's; the local grid's quiet re-timing pass, which Ray leaves to `report --retime`)
+    kept = {k: v for k, v in row.items() if k not in UNTIMED and not k.startswith(("time_", "latency_ms", "retimed_"))
+            and not k.endswith("_speedup")}
     kept["curves"] = [{k: v for k, v in c.items() if k != "seconds"} for c in row["curves"]]
     return kept
 

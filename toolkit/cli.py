@@ -130,6 +130,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-recalibration", type=int, metavar="BATCHES",
                    help="after channel surgery, re-estimate BatchNorm statistics on this many training batches, "
                         "no training (default 10; 0 = off)")
+    p.add_argument("--latency-runtimes", help="comma list of runtimes to time every model on: eager, onnxruntime, "
+                                              "openvino, onnxruntime_gpu (default eager,onnxruntime,openvino)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
     p.add_argument("--distill-kind", choices=["logits", "features", "both"],
@@ -176,6 +178,7 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
         "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "device", "precision",
         "deterministic", "threads", "pruning_steps", "bn_recalibration",
     )}
+    run["latency_runtimes"] = _split(args.latency_runtimes)
     run.update(epochs or {})
     if args.distill or args.distill_kind:
         run["distill"] = {"enabled": True, **({"kind": args.distill_kind} if args.distill_kind else {})}
@@ -375,8 +378,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     grid = load_grid(args.config, archs=_split(args.archs), plugins=_split(args.plugins),
                      sparsities=_split(args.sparsities, float), targets=_split(args.targets),
                      datasets=_split(args.datasets), seeds=seeds, recovery_steps=_split(args.recovery_steps, int),
-                     executor=args.executor, cell_timeout=args.cell_timeout, ray=ray or None, run=run,
-                     tracking=_tracking(args))
+                     executor=args.executor, cell_timeout=args.cell_timeout, retime=args.retime, ray=ray or None,
+                     run=run, tracking=_tracking(args))
     out = Path(args.out)
 
     def finished_cell(cell: Any, row: dict[str, Any]) -> None:
@@ -437,6 +440,9 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                         "store in the run folder (RUN/mlflow.db); or to a tracking URI, e.g. http://host:5000")
     p.add_argument("--mlflow-models", action="store_true", help="with --mlflow: log the model files too (large)")
     p.add_argument("--force", action="store_true", help="resume even if the folder was made with other settings")
+    p.add_argument("--retime", action=argparse.BooleanOptionalAction, default=None,
+                   help="once the cells are done, time every model again in one process, interleaved "
+                        "(default: on for the local executor, off on Ray)")
     _add_settings(p)
     p.set_defaults(func=_cmd_compare)
 
@@ -445,6 +451,20 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from toolkit.results.report import write_report
 
+    if args.retime:
+        from toolkit.runner.lock import hold
+        from toolkit.runner.retime import retime_run, runtimes_of
+
+        if not (Path(args.run_dir) / "cells").is_dir():
+            from toolkit.errors import UsageError
+
+            raise UsageError(f"{args.run_dir} has no cells/: pass a folder written by 'toolkit compare'")
+        settings = runtimes_of(Path(args.run_dir))
+        settings["rounds"] = args.rounds or settings["rounds"]
+        with hold(Path(args.run_dir), "report --retime"):  # it rewrites rows: never beside a running grid
+            rows = retime_run(Path(args.run_dir), **settings)
+        print(f"re-timed {sum(r.get('retimed_rounds') is not None for r in rows.values())} cells, "
+              f"{settings['rounds']} interleaved rounds on {', '.join(settings['runtimes'])}")
     print(f"report: {write_report(args.run_dir)}")
     return 0
 
@@ -453,6 +473,10 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write tables and plots of a compare run",
                        description="Write report.md, results.md/.csv/.tex and plots from RUN_DIR/results.jsonl.")
     p.add_argument("run_dir", help="a folder written by 'toolkit compare'")
+    p.add_argument("--retime", action="store_true",
+                   help="first time every model again in this process, interleaved (for a grid run on a busy "
+                        "machine or a cluster; run it on a quiet one)")
+    p.add_argument("--rounds", type=int, help="--retime: timed rounds (default: the run's latency_runs, at least 10)")
     p.set_defaults(func=_cmd_report)
 
 
@@ -485,17 +509,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from toolkit.errors import UsageError
-    from toolkit.pruning.serialize import export_onnx, load_model
+    from toolkit.pruning.serialize import load_model
+    from toolkit.results.runtimes import export_checked
     from toolkit.workbench.device import resolve_device
 
     if args.image_size < 32 or args.image_size % 32:
         raise UsageError(f"--image-size must be a multiple of 32, got {args.image_size}")
+    if args.threads < 1 or args.runs < 1:
+        raise UsageError("--threads and --runs must be >= 1")
     device = resolve_device(args.device or "cpu")
     model = load_model(args.model).to(device)
-    out = args.out or str(Path(args.model).with_suffix(".onnx"))
+    out = args.out or str(Path(args.model).with_suffix(".onnx" if args.format == "onnx" else ".xml"))
     channels = model_in_channels(model)
-    path = export_onnx(model, torch.randn(1, channels, args.image_size, args.image_size, device=device), out)
-    print(f"onnx: {path} (input 1x{channels}x{args.image_size}x{args.image_size}, dynamic batch)")
+    torch.manual_seed(0)
+    x = torch.randn(1, channels, args.image_size, args.image_size, device=device)
+    done = export_checked(model, x, out, args.format, tolerance=args.tolerance, threads=args.threads, runs=args.runs)
+    shape = "x".join(map(str, done.input_shape))
+    print(f"{args.format}: {done.path} (input {shape}, dynamic batch); outputs match PyTorch's within "
+          f"{done.max_abs_diff:.2g} (tolerance {args.tolerance:g})")
+    print(f"latency: {done.timing.median_ms:.2f} ms median (IQR {done.timing.iqr_ms:.2f} ms, {done.timing.runs} runs) "
+          f"on {done.description}, input {shape}")
     return 0
 
 
@@ -507,11 +540,18 @@ def model_in_channels(model) -> int:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a trained or pruned model to ONNX",
-                       description="Load a model file written by train, prune or compare (dense.pt, pruned.pt) "
-                                   "and export it to ONNX for deployment (needs the onnx extra).")
+    p = sub.add_parser("export", help="export a trained or pruned model to ONNX or OpenVINO",
+                       description="Load a model file written by train, prune or compare (dense.pt, pruned.pt), "
+                                   "export it for deployment (onnx: the onnx extra; openvino: the openvino extra), "
+                                   "check the file's outputs against PyTorch's in its runtime, and print its latency.")
     p.add_argument("model", help="dense.pt or pruned.pt from a run folder")
-    p.add_argument("--out", help="ONNX file (default: beside the model, .onnx)")
+    p.add_argument("--format", choices=["onnx", "openvino"], default="onnx",
+                   help="onnx (default; checked on ONNX Runtime) or openvino (IR .xml + .bin; checked on OpenVINO)")
+    p.add_argument("--out", help="output file (default: beside the model, .onnx or .xml)")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest difference from PyTorch's outputs accepted (default 1e-3); past it the export fails")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads for the latency printed (default 1)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs for the latency printed (default 20)")
     p.add_argument("--image-size", type=int, default=128, help="input side for the export trace (default 128)")
     p.add_argument("--device", help="device to trace on: cpu (default), cuda, cuda:N, mps")
     p.set_defaults(func=_cmd_export)

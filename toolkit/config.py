@@ -51,6 +51,9 @@ class RunConfig:
     latency_runs: int = 10
     latency_threads: int = 1
     latency_size: int | None = None  # input side for latency; None = image_size
+    # runtimes timed beside eager PyTorch (whose latency_ms columns every row has); on a GPU run
+    # onnxruntime brings onnxruntime_gpu (CUDA / TensorRT provider) too. toolkit.results.runtimes.RUNTIMES
+    latency_runtimes: list[str] = field(default_factory=lambda: ["eager", "onnxruntime", "openvino"])
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed
     deterministic: bool = False  # torch's deterministic algorithms (GPU; slower)
@@ -105,6 +108,11 @@ class RunConfig:
             check_train(self.stage_train(stage), self.image_size)  # unknown or mistyped keys fail here
         self.distill.validate()
         check_precision(self.precision)
+        from toolkit.results.runtimes import check_runtimes
+
+        if isinstance(self.latency_runtimes, str):
+            self.latency_runtimes = [t.strip() for t in self.latency_runtimes.split(",") if t.strip()]
+        self.latency_runtimes = check_runtimes(self.latency_runtimes)
         if here:
             resolve_device(self.device)  # a CUDA request on a machine without one fails here, before any work
         return self

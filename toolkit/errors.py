@@ -37,3 +37,12 @@ class WeightsError(ToolkitError):
 
 class PruningError(ToolkitError):
     """A pruner that cannot do what was asked on this model."""
+
+
+class RuntimeMissing(ToolkitError):
+    """An inference runtime (onnxruntime, openvino, a GPU provider) that is not installed here;
+    the message is the reason a results row records, and what to install."""
+
+
+class ExportMismatch(ToolkitError):
+    """An exported model whose outputs differ from PyTorch's by more than the tolerance."""

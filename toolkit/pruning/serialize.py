@@ -1,4 +1,4 @@
-"""Save and load structurally pruned models, and export them to ONNX.
+"""Save and load structurally pruned models, and export them to ONNX and OpenVINO.
 
 A pruned model no longer matches the shapes its constructor builds, so its
 ``state_dict`` alone cannot be loaded into ``create_model(...)``. We save a
@@ -21,6 +21,7 @@ that does not fit the model fails with a message instead of loading wrongly.
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -209,4 +210,20 @@ def export_onnx(
             )
     finally:
         model.train(was_training)
+    return path
+
+
+def export_openvino(model: nn.Module, example_inputs: torch.Tensor, path: str | Path) -> Path:
+    """Export ``model`` to OpenVINO IR (``.xml`` + ``.bin``), converted from the ONNX export
+    above so both formats hold the same graph. Weights stay f32 (``save_model`` would halve them
+    to f16 by default, which moves the outputs)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise UsageError("OpenVINO export needs the openvino package: pip install 'toolkit[openvino]'") from None
+    path = Path(path).with_suffix(".xml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="toolkit-export-") as tmp:
+        onnx_file = export_onnx(model, example_inputs, Path(tmp) / "model.onnx")
+        ov.save_model(ov.convert_model(str(onnx_file)), str(path), compress_to_fp16=False)
     return path

@@ -91,6 +91,7 @@ def dense_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 dense[key_name.removesuffix("_dense") + "_pruned"] = value
         dense.update(params_reduction=0.0, flops_reduction=0.0, latency_speedup=1.0, test_iou_change=0.0,
                      recovery_steps=0, test_iou_delta=0.0, delta_reference=VS_DENSE)
+        dense.update({k: 1.0 for k in r if k.endswith("_speedup")})  # every runtime's, in-grid and re-timed
         if "latency_gpu_ms_pruned" in dense:
             dense["latency_gpu_speedup"] = 1.0
         per_seed[key] = dense

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import io
-import statistics
-import time
 import zipfile
 from dataclasses import dataclass
 from typing import Iterable
@@ -71,27 +69,13 @@ def measure_latency(
     threads: int | None = None,
 ) -> Latency:
     """Median wall time of a forward pass, after warm-up, with a stated thread count."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        model = model.eval()
-        device = next(model.parameters()).device
-        x = example_inputs.to(device)
-        times: list[float] = []
-        with torch.inference_mode():
-            for i in range(warmup + runs):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                model(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if i >= warmup:
-                    times.append((time.perf_counter() - start) * 1000)
-        return Latency(median_ms=statistics.median(times), threads=torch.get_num_threads(), input_shape=tuple(x.shape))
-    finally:
-        torch.set_num_threads(previous)
+    from toolkit.results.runtimes import eager_session, time_interleaved, torch_threads
+
+    with torch_threads(threads):
+        used = torch.get_num_threads()
+        session = eager_session(model, example_inputs, used)
+        timing = time_interleaved({"model": session.timed}, runs, warmup)["model"]
+    return Latency(median_ms=timing.median_ms, threads=used, input_shape=tuple(example_inputs.shape))
 
 
 def state_dict_bytes(model: nn.Module) -> int:

@@ -81,18 +81,22 @@ def _label(r: dict[str, Any]) -> str:
     return f"{kind} {value:.0%}" if kind in ("rate", "sparsity") else f"{kind} -{value:.0%}"
 
 
-def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Test IoU against each *measured* cost (FLOPs, parameters, CPU latency, zipped size): a row
+def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path,
+                latency: tuple[str, str] = ("latency_ms_pruned", "CPU latency (ms)")) -> Path:
+    """Test IoU against each *measured* cost (FLOPs, parameters, latency, zipped size): a row
     per cost, a column per (arch, dataset) (one pair: the four costs in a 2 x 2 grid); error bars
     are the std over seeds, the dense model is the black star, the grey line the Pareto front of
-    the pruned models. The legend names each method once, whatever its number of targets."""
+    the pruned models. The legend names each method once, whatever its number of targets.
+    ``latency`` is the column and axis label of the latency shown (the report picks the
+    deployment runtime's, re-timed where it was)."""
+    costs = [c if c[0] != "latency_ms_pruned" else (latency[0], latency[1], 1.0) for c in COSTS]
     keys = sorted({(r["arch"], r["dataset"]) for r in [*rows, *dense]})
     cols = max(1, len(keys))
     if cols == 1:
         fig, grid = plt.subplots(2, 2, figsize=(10.4, 6.6), squeeze=False)
         axes = [[ax] for ax in grid.ravel()]
     else:
-        fig, axes = plt.subplots(len(COSTS), cols, figsize=(4.4 * cols + 1.6, 3.1 * len(COSTS)), squeeze=False)
+        fig, axes = plt.subplots(len(costs), cols, figsize=(4.4 * cols + 1.6, 3.1 * len(costs)), squeeze=False)
     plugins = sorted({r["method"] for r in rows})
     colours = {p: f"C{i % 10}" for i, p in enumerate(plugins)}
     markers = {"structured": "o", "unstructured": "s"}
@@ -100,7 +104,7 @@ def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]],
     for j, key in enumerate(keys):
         group = [r for r in rows if (r["arch"], r["dataset"]) == key]
         ref = next((d for d in dense if (d["arch"], d["dataset"]) == key), None)
-        for i, (cost, label, scale) in enumerate(COSTS):
+        for i, (cost, label, scale) in enumerate(costs):
             ax = axes[i][j]
             pts = []
             for r in group:
@@ -135,19 +139,22 @@ def plot_pareto(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]],
     return path
 
 
-def plot_latency_vs_flops(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Measured CPU latency against thop FLOPs: do fewer FLOPs really run faster?"""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def plot_latency_vs_flops(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]], path: Path,
+                          latencies: Sequence[tuple[str, str]] = (("latency_ms_pruned", "CPU latency, median ms"),)) -> Path:
+    """Measured latency against thop FLOPs, a panel per runtime (``latencies``: column, axis
+    label): do fewer FLOPs really run faster, and in the runtime deployed?"""
+    fig, axes = _panel_grid(max(1, len(latencies)))
     markers = {"structured": "o", "unstructured": "x"}
-    for d in dense:
-        ax.plot(d["flops_pruned"] / 1e9, d["latency_ms_pruned"], "k*", ms=10)
-        ax.annotate(f"{d['arch']} dense", (d["flops_pruned"] / 1e9, d["latency_ms_pruned"]), fontsize=7)
-    for r in rows:
-        ax.plot(r["flops_pruned"] / 1e9, r["latency_ms_pruned"], markers.get(r.get("kind"), "o"), alpha=0.8)
-        ax.annotate(f"{r['plugin']} {_label(r)}", (r["flops_pruned"] / 1e9, r["latency_ms_pruned"]), fontsize=6)
-    ax.set_xlabel("GMACs (thop)")
-    ax.set_ylabel("CPU latency, median ms")
-    ax.set_title("latency vs FLOPs (o structured, x unstructured, * dense)", fontsize=9)
+    for ax, (key, label) in zip(axes, latencies):
+        for d in (d for d in dense if d.get(key) is not None):
+            ax.plot(d["flops_pruned"] / 1e9, d[key], "k*", ms=10)
+            ax.annotate(f"{d['arch']} dense", (d["flops_pruned"] / 1e9, d[key]), fontsize=7)
+        for r in (r for r in rows if r.get(key) is not None):
+            ax.plot(r["flops_pruned"] / 1e9, r[key], markers.get(r.get("kind"), "o"), alpha=0.8)
+            ax.annotate(f"{r['plugin']} {_label(r)}", (r["flops_pruned"] / 1e9, r[key]), fontsize=6)
+        ax.set_xlabel("GMACs (thop)")
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_title("latency vs FLOPs (o structured, x unstructured, * dense)", fontsize=8)
     return _save(fig, path)
 
 

@@ -23,6 +23,7 @@ from toolkit.results.control import VS_CONTROL, VS_DENSE, with_deltas
 from toolkit.results.plots import (
     STAGE_COLORS, _panel_grid, _save, plot_examples, plot_latency_vs_flops, plot_pareto, plot_recovery,
 )
+from toolkit.results.runtimes import LABELS, RUNTIMES, column, speedup_column
 from toolkit.results.store import iter_rows
 
 NOT_IN_CSV = {"curves", "examples", "traceback", "prune_history", "meta"}
@@ -95,8 +96,7 @@ COLUMNS: list[Column] = [
     Column("params -%", r"$\Delta$Params (\%)", _pct("params_reduction")),
     Column("GMACs", "GMACs", _num("flops_pruned", ".3f", 1e9)),
     Column("FLOPs -%", r"$\Delta$FLOPs (\%)", _pct("flops_reduction")),
-    Column("CPU ms", "CPU (ms)", _num("latency_ms_pruned", ".1f")),
-    Column("CPU speedup x", "CPU speed-up", _num("latency_speedup", ".2f")),
+    # one ms and one speed-up column per runtime timed (latency_views) go here
     Column("GPU ms", "GPU (ms)", _num("latency_gpu_ms_pruned", ".2f")),
     Column("GPU speedup x", "GPU speed-up", _num("latency_gpu_speedup", ".2f")),
     Column("zip MB", "Zipped (MB)", _num("zip_bytes_pruned", ".2f", 1e6)),
@@ -131,10 +131,65 @@ def _delta_column(rows: Sequence[dict[str, Any]]) -> Column:
     return Column(f"IoU change vs {short} pts", rf"$\Delta$IoU vs {short} (pts)", value)
 
 
+SHORT = {"eager": "eager", "onnxruntime": "ORT", "openvino": "OpenVINO", "onnxruntime_gpu": "ORT GPU"}
+
+
+@dataclass(frozen=True)
+class LatencyView:
+    """Where a runtime's latency is read from: the quiet re-timing's columns where the run has
+    them (median, interquartile range), else the in-grid ones, which are rough."""
+
+    runtime: str
+    ms: str  # column of the median ms (``_pruned``)
+    iqr: str | None
+    speedup: str
+    quiet: bool
+
+    @property
+    def label(self) -> str:
+        return f"{LABELS[self.runtime]} ms, " + ("quiet re-timing" if self.quiet else "in-grid (rough)")
+
+
+def latency_views(rows: Sequence[dict[str, Any]]) -> list[LatencyView]:
+    """One view per runtime any row was timed on, in ``RUNTIMES`` order."""
+    views = []
+    for runtime in RUNTIMES:
+        if any(f"retimed_ms_{runtime}_pruned" in r for r in rows):
+            views.append(LatencyView(runtime, f"retimed_ms_{runtime}_pruned", f"retimed_ms_{runtime}_iqr_pruned",
+                                     f"retimed_{runtime}_speedup", True))
+        elif any(f"{column(runtime)}_pruned" in r for r in rows):
+            views.append(LatencyView(runtime, f"{column(runtime)}_pruned", None, speedup_column(runtime), False))
+    return views
+
+
+def deployed_view(views: Sequence[LatencyView]) -> LatencyView | None:
+    """The latency a figure shows: ONNX Runtime's where it was timed (what users deploy), else the first."""
+    return next((v for v in views if v.runtime == "onnxruntime"), views[0] if views else None)
+
+
+def _latency_columns(view: LatencyView) -> list[Column]:
+    name = SHORT[view.runtime] + ("" if view.quiet else " (in-grid)")
+
+    def ms(r: dict[str, Any], tex: bool = False) -> str:
+        text = _pm(r, view.ms, ".1f", 1.0, tex)
+        iqr = r.get(view.iqr) if view.iqr else None
+        if not text or _missing(iqr):
+            return text
+        return f"{text[:-1]} \\; [{float(iqr):.1f}]$" if text.startswith("$") else f"{text} [{float(iqr):.1f}]"
+
+    header = f"{name} ms" + (" [IQR]" if view.quiet else "")
+    return [Column(header, _tex(header) .replace("[IQR]", "(IQR)"), ms),
+            Column(f"{name} x", f"{_tex(name)} speed-up", _num(view.speedup, ".2f"))]
+
+
 def _columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
-    """Drop the GPU columns when no row ran on a GPU; name the IoU change's reference."""
+    """The latency columns of every runtime timed; the GPU columns only when a row ran on a GPU; the IoU
+    change's header names its reference."""
     gpu = any("latency_gpu_ms_pruned" in r for r in rows)
-    return [_delta_column(rows) if c.header == DELTA else c for c in COLUMNS if gpu or not c.header.startswith("GPU")]
+    at = next(i for i, c in enumerate(COLUMNS) if c.header == "FLOPs -%") + 1
+    latency = [c for v in latency_views(rows) for c in _latency_columns(v)]
+    return [_delta_column(rows) if c.header == DELTA else c
+            for c in [*COLUMNS[:at], *latency, *COLUMNS[at:]] if gpu or not c.header.startswith("GPU")]
 
 
 def table_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -326,6 +381,26 @@ def warnings_section(rows: Sequence[dict[str, Any]]) -> list[str]:
             *[f"- **{r['cell']}**: {'; '.join(r['warnings'])}" for r in warned], ""]
 
 
+def latency_sentence(views: Sequence[LatencyView], env: dict[str, Any]) -> str:
+    """What each latency column is: the runtime, where it ran, the input, how it was timed, and
+    the runtimes skipped with their reason."""
+    parts = []
+    for v in views:
+        prefix = "retimed" if v.quiet else "latency"
+        device = env.get(f"{prefix}_{v.runtime}_device")
+        if v.runtime == "eager" and not v.quiet:
+            device = f"eager PyTorch on {env.get('latency_device')}"
+        how = (f"quiet re-timing after the grid, one process, {env.get('retimed_rounds')} interleaved rounds, "
+               "median [interquartile range]" if v.quiet else "in-grid, timed while the grid ran: rough")
+        parts.append(f"{SHORT[v.runtime]} = {device or LABELS[v.runtime]} ({how})")
+    skipped = {rt: env.get(f"retimed_{rt}_skipped") or env.get(f"latency_{rt}_skipped") for rt in RUNTIMES}
+    skipped_text = "; ".join(f"{LABELS[rt]} skipped: {why}" for rt, why in skipped.items() if why)
+    return (f"Latency, batch 1, input {env.get('latency_input', '?')}, speed-up x = dense ms / pruned ms: "
+            + "; ".join(parts) + "." + (f" {skipped_text}." if skipped_text else "")
+            + (" The in-grid timings, rough, stay in results.csv (latency_ms_*)." if any(v.quiet for v in views) else "")
+            + " ")
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write ``report.md`` with tables and plots beside it; returns its path."""
     run_dir = Path(run_dir)
@@ -342,9 +417,13 @@ def write_report(run_dir: str | Path) -> Path:
     figures = []
     if shown is not None:
         figures.append(plot_recovery(aggregate(every), run_dir / "recovery.png", delta_reference(every)))
+    views = latency_views(ok)
     if ok:
-        figures.append(plot_pareto(aggregate(rows), dense_rows(rows), run_dir / "pareto.png"))
-        figures.append(plot_latency_vs_flops(aggregate(rows), dense_rows(rows), run_dir / "latency_vs_flops.png"))
+        deployed = deployed_view(views)
+        latency = (deployed.ms, deployed.label) if deployed else ("latency_ms_pruned", "CPU latency (ms)")
+        figures.append(plot_pareto(aggregate(rows), dense_rows(rows), run_dir / "pareto.png", latency=latency))
+        figures.append(plot_latency_vs_flops(aggregate(rows), dense_rows(rows), run_dir / "latency_vs_flops.png",
+                                             [(v.ms, v.label) for v in views] or [latency]))
         figures.append(plot_stage_curves(ok, run_dir / "curves.png"))
         ex = plot_report_examples(ok, run_dir, run_dir / "examples.png")
         if ex:
@@ -359,8 +438,8 @@ def write_report(run_dir: str | Path) -> Path:
         "Target: `rate` = fraction of prunable output channels removed (structured), `sparsity` = fraction of "
         "prunable conv/linear weights that are zero (unstructured), `FLOPs -50%` = a cost target; reached is "
         "measured on the result, and met = within one point. FLOPs are thop MACs for one "
-        f"{env.get('image_size', '?')}px image (dense kernels: zeros are counted); CPU latency is the median forward time "
-        f"on {env.get('latency_device', 'the CPU')} (input {env.get('latency_input', '?')}). "
+        f"{env.get('image_size', '?')}px image (dense kernels: zeros are counted). "
+        + latency_sentence(views, env) +
         "IoU is the test-split mean over the defect classes (background excluded). budget = training steps in all "
         "(dense + prune + fine-tune). Unstructured pruning keeps dense kernels: its FLOPs and latency do not drop, "
         "its zipped file does.", "",

@@ -36,6 +36,11 @@ def _slug(text: str) -> str:
     return text.replace("/", "_").replace(":", "_").replace("\\", "_").strip("._")
 
 
+def dense_id(arch: str, dataset: str, seed: int) -> str:
+    """The folder name of the dense model every cell of (arch, dataset, seed) prunes."""
+    return f"{arch}__{_slug(dataset)}__s{seed}"
+
+
 @dataclass(frozen=True)
 class Cell:
     """What varies between the cells of a grid; everything else is the run's ``RunConfig``.
@@ -64,7 +69,7 @@ class Cell:
 
     @property
     def dense_id(self) -> str:
-        return f"{self.arch}__{_slug(self.dataset)}__s{self.seed}"
+        return dense_id(self.arch, self.dataset, self.seed)
 
     def as_row(self) -> dict[str, Any]:
         """The cell's identity columns, named as in every results row."""

@@ -69,6 +69,9 @@ class GridConfig:
     examples: int = 3  # test images drawn per cell in the report
     executor: str = "local"
     cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
+    # time every model again once the cells are done, in one process, interleaved (toolkit.runner.retime);
+    # unset: on for the local executor (the machine is then quiet), off on Ray (toolkit report --retime)
+    retime: bool | None = None
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # [tracking] mlflow = "URI"
     run: RunConfig = field(default_factory=lambda: demo_run_config())
@@ -329,6 +332,12 @@ def _run_cells(grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]],
             from toolkit.runner.local import run_locally
 
             run_locally(grid, out_dir, todo, recorder)
+    if should_retime(grid, rows, bool(todo)):
+        from toolkit.runner.retime import retime_run
+
+        run = grid.run
+        rows.update(retime_run(out_dir, run.latency_runtimes, run.latency_threads, run.latency_runs,
+                               size=run.latency_size or run.image_size))
     write_results(out_dir, rows)
     return rows
 
@@ -342,12 +351,20 @@ def _both(*hooks: Callable[[Cell, dict[str, Any]], None] | None) -> Callable[[Ce
     return call
 
 
+def should_retime(grid: GridConfig, rows: dict[str, dict[str, Any]], ran: bool) -> bool:
+    """The quiet re-timing pass runs when it is on (by default: a local grid) and a cell ran now
+    or a finished one has no quiet timing yet."""
+    on = grid.retime if grid.retime is not None else grid.executor == "local"
+    ok = [r for r in rows.values() if r.get("status") == "ok"]
+    return bool(on and ok and (ran or any(r.get("retimed_rounds") is None for r in ok)))
+
+
 def _run_settings(grid: GridConfig) -> dict[str, Any]:
     run = dataclasses.asdict(grid.run)
     for table in (run["train"], run.get("prune") or {}, run.get("finetune") or {}):
         for key in ("progress", "val_every"):  # how it reports and how often it looks, not what it computes
             table.pop(key, None)
-    for key in ("device", "threads"):  # where it runs is not what it computes
+    for key in ("device", "threads", "latency_runtimes"):  # where it runs and is timed is not what it computes
         run.pop(key, None)
     return json.loads(json.dumps(run))
 

@@ -28,6 +28,7 @@ from toolkit.pruning.targets import Target
 from toolkit.results.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
+from toolkit.results.runtimes import measure_runtimes, runtime_columns, runtimes_on
 from toolkit.workbench.batchnorm import recalibrate_batchnorm
 from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.workbench.device import device_name, resolve_device
@@ -344,7 +345,9 @@ def describe(model: nn.Module, wb: Workbench) -> dict[str, Any]:
 
     Latency is measured on the CPU always (the edge devices this is for) and,
     when the run's device is a GPU, on it too; each is labelled with the
-    device's name.
+    device's name. Beside eager PyTorch, each of ``latency_runtimes`` (ONNX
+    Runtime, OpenVINO; a GPU provider on a GPU run) gets its own column, or the
+    reason it was skipped (``toolkit.results.runtimes``).
     """
     settings = wb.settings
     side = settings.latency_size or settings.image_size
@@ -361,6 +364,8 @@ def describe(model: nn.Module, wb: Workbench) -> dict[str, Any]:
         "latency_device": f"{device_name(torch.device('cpu'))}, {cpu.threads} thread(s)",
         "latency_input": "x".join(map(str, cpu.input_shape)),
     }
+    runtimes = runtimes_on(settings.latency_runtimes, wb.device.type)
+    stats.update(measure_runtimes(on_cpu, x, runtimes, settings.latency_threads, settings.latency_runs))
     del on_cpu
     if wb.device.type != "cpu":
         gpu = measure_latency(model.to(wb.device), x, runs=settings.latency_runs)
@@ -386,6 +391,7 @@ def compare_rows(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any
     if pruned.get("latency_gpu_ms") and dense.get("latency_gpu_ms"):
         row["latency_gpu_speedup"] = dense["latency_gpu_ms"] / pruned["latency_gpu_ms"]
         row["latency_gpu_device"] = pruned["latency_gpu_device"]
+    row.update(runtime_columns(dense, pruned))
     row["test_iou_change"] = pruned["test_iou"] - dense["test_iou"]
     row["test_iou_per_class_dense"] = dense["test_iou_per_class"]
     row["test_iou_per_class_pruned"] = pruned["test_iou_per_class"]
