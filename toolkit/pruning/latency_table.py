@@ -13,7 +13,9 @@ The table is cached on disk (``TOOLKIT_CACHE_DIR``, default
 (so its architecture and encoder), the runtime, the input size and the
 threads: the second search on the same model times nothing but the result.
 
-``time_on_onnxruntime`` is a minimal, self-contained ONNX Runtime timer.
+Models are exported, loaded and timed by ``toolkit.results.runtimes``, the
+same sessions and interleaved timing every results row uses: ``eager``,
+``onnxruntime`` or ``openvino``.
 """
 from __future__ import annotations
 
@@ -21,93 +23,46 @@ import hashlib
 import json
 import math
 import os
-import statistics
-import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from toolkit.errors import UsageError
+from toolkit.errors import PruningError, UsageError
 from toolkit.pruning.surgery import PRUNABLE
+from toolkit.results.runtimes import Timing, missing, open_sessions, time_interleaved
 
-RUNTIMES = ("eager", "onnxruntime")
+RUNTIMES = ("eager", "onnxruntime", "openvino")  # the CPU runtimes a latency target can be timed on
 WIDTHS = (0.5, 1.0)  # kept fractions each layer is timed at: two points fix the line
 
 
 # -- timing a model on a runtime --------------------------------------------------------------
-def _onnxruntime_session(model: nn.Module, x: torch.Tensor, threads: int):
-    """An ONNX Runtime CPU session of ``model`` exported as ``toolkit export`` does."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise UsageError("latency_runtime=onnxruntime needs onnxruntime: pip install 'toolkit[onnx]'") from None
-    from toolkit.pruning.serialize import export_onnx
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # smp's shape checks, constant at one input size
-        path = export_onnx(model, x, Path(folder) / "model.onnx", dynamic_batch=False)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
-    return lambda: session.run(None, feed)
+def check_latency_runtime(runtime: str) -> None:
+    """A ``latency_runtime`` that exists and is installed here, checked when the pruner is built."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown latency_runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    why = missing(runtime)
+    if why:
+        raise UsageError(f"latency_runtime={runtime} needs {why.replace(' not installed', '')}")
 
 
-def _eager_runner(model: nn.Module, x: torch.Tensor, threads: int):
-    model = model.eval()
-
-    def run() -> None:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            with torch.inference_mode():
-                model(x)
-        finally:
-            torch.set_num_threads(previous)
-
-    return run
-
-
-def runner_for(runtime: str) -> Callable[[nn.Module, torch.Tensor, int], Callable[[], object]]:
-    """``runtime``'s way to turn (model, input, threads) into a call that runs one forward pass."""
-    if runtime == "onnxruntime":
-        return _onnxruntime_session
-    if runtime == "eager":
-        return _eager_runner
-    raise UsageError(f"unknown latency_runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-
-
-def interleaved_times_ms(models: Sequence[nn.Module], x: torch.Tensor, *, runtime: str = "onnxruntime",
-                         threads: int = 1, runs: int = 15, warmup: int = 3) -> list[list[float]]:
-    """Forward times (ms) of each model on ``runtime``, one run of each in turn, so load hits all alike."""
-    calls = [runner_for(runtime)(m, x, threads) for m in models]
-    times: list[list[float]] = [[] for _ in models]
-    for i in range(warmup + runs):
-        for call, samples in zip(calls, times):
-            start = time.perf_counter()
-            call()
-            if i >= warmup:
-                samples.append((time.perf_counter() - start) * 1000)
-    return times
-
-
-def time_on_onnxruntime(model: nn.Module, x: torch.Tensor, *, threads: int = 1, runs: int = 15,
-                        warmup: int = 3) -> list[float]:
-    """Forward times (ms) of ``model`` exported to ONNX and run by ONNX Runtime on the CPU."""
-    return interleaved_times_ms([model], x, runtime="onnxruntime", threads=threads, runs=runs, warmup=warmup)[0]
-
-
-def spread(samples: Sequence[float]) -> float:
-    """Relative spread of timings: interquartile range over the median."""
-    q1, _, q3 = statistics.quantiles(samples, n=4)
-    return (q3 - q1) / statistics.median(samples)
+def timed_on(runtime: str, models: Sequence[nn.Module], x: torch.Tensor, *, threads: int = 1, runs: int = 15,
+             warmup: int = 3) -> list[Timing]:
+    """Each model on ``runtime`` (exported as ``toolkit export`` does), timed interleaved, so load hits all alike."""
+    check_latency_runtime(runtime)
+    sessions = []
+    for model in models:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # smp's shape checks, constant at one input size
+            session = open_sessions(model, x, [runtime], threads)[runtime]
+        if isinstance(session, str):
+            raise PruningError(f"latency_runtime={runtime} cannot time this model: {session}")
+        sessions.append(session)
+    timings = time_interleaved({i: s.timed for i, s in enumerate(sessions)}, runs, warmup, threads)
+    return [timings[i] for i in range(len(sessions))]
 
 
 # -- the per-layer table ------------------------------------------------------------------------
@@ -178,8 +133,7 @@ def latency_table(model: nn.Module, x: torch.Tensor, *, runtime: str = "onnxrunt
         for f in WIDTHS:
             probe, cin = _scaled(layer, f)
             shape = (1, cin, *shapes[name][2:]) if not isinstance(layer, nn.Linear) else (*shapes[name][:-1], cin)
-            ms = statistics.median(interleaved_times_ms([probe], torch.randn(shape), runtime=runtime,
-                                                        threads=threads, runs=runs, warmup=2)[0])
+            ms = timed_on(runtime, [probe], torch.randn(shape), threads=threads, runs=runs, warmup=2)[0].median_ms
             points.append((f if depthwise else f * f, ms))
         slope, intercept = np.polyfit([p[0] for p in points], [p[1] for p in points], 1)
         table[name] = (max(0.0, float(intercept)), max(0.0, float(slope)))
@@ -206,6 +160,5 @@ def measured_reduction(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, *, 
     The uncertainty is that of a ratio of two medians: a median of ``n`` runs
     varies by about ``0.93 * IQR / sqrt(n)`` (normal timings), relative to it.
     """
-    before, after = interleaved_times_ms([dense, pruned], x, runtime=runtime, threads=threads, runs=runs)
-    removed = 1.0 - statistics.median(after) / statistics.median(before)
-    return removed, 0.93 * math.hypot(spread(before), spread(after)) / math.sqrt(runs)
+    before, after = timed_on(runtime, [dense, pruned], x, threads=threads, runs=runs)
+    return 1.0 - after.median_ms / before.median_ms, 0.93 * math.hypot(before.spread, after.spread) / math.sqrt(runs)

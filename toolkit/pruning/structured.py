@@ -9,7 +9,8 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
   ``max_rate`` (``toolkit.pruning.allocation``);
 * ``round_to`` (none): keep channel counts at the nearest multiple of this (8, 16);
 * ``latency_runtime`` ("eager"): where a latency target is timed; "onnxruntime"
-  plans on a cached per-layer latency table (``toolkit.pruning.latency_table``);
+  or "openvino" plans on a cached per-layer latency table of that runtime
+  (``toolkit.pruning.latency_table``), and the row's ``reached`` is read on it;
 * ``keep_residual`` (False): leave summed (residual) channels unpruned and
   prune only inside blocks, as the FPGM paper does for ResNets;
 * ``iterative`` (False): prune ``request.pruning_steps`` increments, each
@@ -46,7 +47,7 @@ from torch import nn
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
 from toolkit.pruning.allocation import Allocator, meet_cost
-from toolkit.pruning.latency_table import latency_costs, measured_reduction, runner_for
+from toolkit.pruning.latency_table import check_latency_runtime, latency_costs, measured_reduction
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
@@ -65,7 +66,8 @@ STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("sensitivity_rates", str, "0.25,0.5,0.75,0.9", "rates each group is scanned at"),
     Option("sensitivity_images", int, 32, "validation images the scan scores on"),
     Option("max_rate", float, None, "no layer loses more than this fraction (sensitivity, global_pruning)"),
-    Option("latency_runtime", str, "eager", "latency targets timed on: eager (every candidate) or onnxruntime (layer table)"),
+    Option("latency_runtime", str, "eager",
+           "latency targets timed on: eager (every candidate), onnxruntime or openvino (layer table)"),
 )
 GRADIENT_OPTIONS: tuple[Option, ...] = (
     Option("taylor_steps", int, 8, "backward passes that feed the criterion before each prune"),
@@ -120,7 +122,7 @@ def plan_channels(
     """How to prune ``model`` to ``target`` (a rate or a cost), decided on copies.
 
     With ``round_to`` or ``global_pruning``, or a latency target on a runtime
-    (``latency_runtime="onnxruntime"``), the toolkit allocates every group's
+    (``latency_runtime="onnxruntime"`` or ``"openvino"``), the toolkit allocates every group's
     kept count (nearest multiple, floors, cost model: ``toolkit.pruning.allocation``);
     otherwise a cost target searches the uniform rate (``rate_for_target``).
     """
@@ -250,7 +252,7 @@ class ImportancePruner:
             raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
         if self.sensitivity and self.global_pruning:
             raise UsageError("sensitivity sets per-layer rates itself: drop global_pruning")
-        runner_for(self.latency_runtime)  # an unknown runtime fails here
+        check_latency_runtime(self.latency_runtime)  # an unknown or uninstalled runtime fails here
         if self.max_rate is not None and not 0.0 < self.max_rate <= 1.0:
             raise UsageError(f"max_rate must lie in (0, 1], got {self.max_rate}")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import math
 import statistics
 import tempfile
@@ -81,6 +82,11 @@ class Timing:
     def iqr_ms(self) -> float:
         return self.q3_ms - self.q1_ms
 
+    @property
+    def spread(self) -> float:
+        """The interquartile range relative to the median: how far one timing can be trusted."""
+        return self.iqr_ms / self.median_ms
+
 
 def timing_of(times_ms: Sequence[float]) -> Timing:
     if len(times_ms) > 1:
@@ -140,6 +146,22 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "?"
+
+
+PACKAGES = {"onnxruntime": ("onnxruntime", "onnx"), "onnxruntime_gpu": ("onnxruntime", "onnx"),
+            "openvino": ("openvino", "openvino")}  # runtime -> (module, the extra that installs it)
+
+
+def missing(runtime: str) -> str | None:
+    """Why ``runtime`` cannot run here (its package is not installed), or None; imports nothing."""
+    if runtime not in PACKAGES:
+        return None
+    module, extra = PACKAGES[runtime]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ValueError:  # a module set to None in sys.modules (as a test hides one)
+        found = False
+    return None if found else f"{module} not installed (pip install 'toolkit[{extra}]')"
 
 
 def _import(module: str, extra: str) -> Any:

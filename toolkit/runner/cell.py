@@ -27,7 +27,7 @@ from toolkit.pruning.targets import Target, met
 from toolkit.results.alerts import row_warnings
 from toolkit.runner.stages import (
     compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached,
-    recipe, recovery_trainer, reinitialise, save_examples, save_model,
+    recipe, recovery_trainer, reinitialise, save_examples, save_model, targeted_runtime, time_dense_on,
 )
 from toolkit.workbench.training import write_history
 
@@ -122,9 +122,11 @@ def run_cell(
         recovery = "train"
     recoverer = recovery_trainer(wb, recovery, result.model, dense["flops"], teacher)
     ft_history, ft_seconds = finetune_stage(recoverer, result, finetune_steps, folder)
+    runtime = targeted_runtime(target, options)  # a latency target is judged on the runtime the pruner met it on
+    dense = time_dense_on(dense, dense_model, wb, runtime)
     del dense_model, teacher
 
-    stats = describe(result.model, wb)
+    stats = describe(result.model, wb, also=[runtime])
     row: dict[str, Any] = {
         "kind": result.kind,
         "backend": result.backend,
@@ -152,7 +154,7 @@ def run_cell(
     }
     # what the final weights were trained for: a model re-initialised from scratch has not seen the dense training
     row["budget_steps"] = (0 if result.from_scratch else row["steps_train"]) + row["steps_prune"] + row["steps_finetune"]
-    row["reached"] = reached(target, row)
+    row["reached"] = reached(target, row, runtime)
     row["target_met"] = met(target, row["reached"])
     empty = [name for name, n in channel_counts(result.model).items() if n == 0 and name in channels_before]
     row["warnings"] = row_warnings({**cell.as_row(), **row}, empty)

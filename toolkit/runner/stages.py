@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from toolkit.pruning.targets import Target
 from toolkit.results.measure import (
     compressed_bytes, count_flops, count_parameters, measure_latency, reduction, sparsity, state_dict_bytes,
 )
-from toolkit.results.runtimes import measure_runtimes, runtime_columns, runtimes_on
+from toolkit.results.runtimes import column, measure_runtimes, runtime_columns, runtimes_on
 from toolkit.workbench.batchnorm import recalibrate_batchnorm
 from toolkit.workbench.data import DatasetSplits, load_splits
 from toolkit.workbench.device import device_name, resolve_device
@@ -340,14 +340,15 @@ def reinitialise(model: nn.Module, seed: int) -> None:
 
 
 # -- measurements -----------------------------------------------------------------------------
-def describe(model: nn.Module, wb: Workbench) -> dict[str, Any]:
+def describe(model: nn.Module, wb: Workbench, also: Sequence[str] = ()) -> dict[str, Any]:
     """Size, cost, speed and accuracy of one model, as plain numbers.
 
     Latency is measured on the CPU always (the edge devices this is for) and,
     when the run's device is a GPU, on it too; each is labelled with the
     device's name. Beside eager PyTorch, each of ``latency_runtimes`` (ONNX
-    Runtime, OpenVINO; a GPU provider on a GPU run) gets its own column, or the
-    reason it was skipped (``toolkit.results.runtimes``).
+    Runtime, OpenVINO; a GPU provider on a GPU run) and of ``also`` (the
+    runtime a latency target was met on) gets its own column, or the reason it
+    was skipped (``toolkit.results.runtimes``).
     """
     settings = wb.settings
     side = settings.latency_size or settings.image_size
@@ -364,8 +365,7 @@ def describe(model: nn.Module, wb: Workbench) -> dict[str, Any]:
         "latency_device": f"{device_name(torch.device('cpu'))}, {cpu.threads} thread(s)",
         "latency_input": "x".join(map(str, cpu.input_shape)),
     }
-    runtimes = runtimes_on(settings.latency_runtimes, wb.device.type)
-    stats.update(measure_runtimes(on_cpu, x, runtimes, settings.latency_threads, settings.latency_runs))
+    stats.update(runtime_stats(on_cpu, x, wb, [*settings.latency_runtimes, *also]))
     del on_cpu
     if wb.device.type != "cpu":
         gpu = measure_latency(model.to(wb.device), x, runs=settings.latency_runs)
@@ -373,6 +373,28 @@ def describe(model: nn.Module, wb: Workbench) -> dict[str, Any]:
     test = wb.trainer("test").evaluate(model, wb.test_loader())
     stats.update(test_iou=test.mean, test_iou_per_class=test.per_class)
     return stats
+
+
+def runtime_stats(model: nn.Module, x: torch.Tensor, wb: Workbench, runtimes: Sequence[str]) -> dict[str, Any]:
+    """``model``'s (on the CPU) columns on each of ``runtimes`` that runs on the run's device."""
+    settings = wb.settings
+    wanted = runtimes_on(list(dict.fromkeys(runtimes)), wb.device.type)
+    return measure_runtimes(model, x, wanted, settings.latency_threads, settings.latency_runs)
+
+
+def targeted_runtime(target: Target, options: dict[str, Any]) -> str:
+    """The runtime a latency target is met on: the pruner's ``latency_runtime`` option, else eager."""
+    return str(options.get("latency_runtime") or "eager") if target.kind == "latency" else "eager"
+
+
+def time_dense_on(dense: dict[str, Any], model: nn.Module, wb: Workbench, runtime: str) -> dict[str, Any]:
+    """The dense stats with ``runtime``'s columns, timed now where the dense stage did not time it
+    (a cell's latency target on a runtime the run's ``latency_runtimes`` leaves out)."""
+    if runtime == "eager" or column(runtime) in dense or dense.get(f"latency_{runtime}_skipped"):
+        return dense
+    side = wb.settings.latency_size or wb.settings.image_size
+    x = torch.randn(1, 3, side, side, generator=torch.Generator().manual_seed(0))  # leaves the global generator alone
+    return {**dense, **runtime_stats(copy.deepcopy(model).cpu(), x, wb, [runtime])}
 
 
 MEASURED = ("params", "flops", "file_bytes", "zip_bytes", "latency_ms", "latency_gpu_ms", "test_iou", "zero_fraction")
@@ -400,12 +422,16 @@ def compare_rows(dense: dict[str, Any], pruned: dict[str, Any]) -> dict[str, Any
     return row
 
 
-def reached(target: Target, row: dict[str, Any]) -> float:
-    """What the measured model reached, in the target's own kind."""
+def reached(target: Target, row: dict[str, Any], runtime: str = "eager") -> float:
+    """What the measured model reached, in the target's own kind; a latency target on ``runtime``
+    (the pruner's ``latency_runtime``) on that runtime's columns, NaN where it was not timed."""
     if target.kind == "rate":
         return float(row["channel_rate"])
     if target.kind == "sparsity":
         return float(row["zero_fraction_pruned"])
+    if target.kind == "latency" and runtime != "eager":
+        before, after = row.get(f"{column(runtime)}_dense"), row.get(f"{column(runtime)}_pruned")
+        return reduction(before, after) if before and after else math.nan
     if target.kind == "latency":
         gpu = row.get("latency_gpu_ms_pruned")
         if gpu is not None and row.get("latency_gpu_ms_dense"):
