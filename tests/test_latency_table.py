@@ -3,6 +3,7 @@ spread, and the row's `reached` read on the runtime the pruner targeted."""
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 
@@ -13,10 +14,11 @@ import torch
 from toolkit.errors import UsageError
 from toolkit.plugins import get_registry
 from toolkit.pruning import prune_channels
-from toolkit.pruning.latency_table import latency_table, timed_on
+from toolkit.pruning.latency_table import latency_table, measured_reduction, timed_on
 from toolkit.pruning.targets import Target, met
 from toolkit.results.measure import reduction
 from toolkit.runner.grid import load_grid, run_grid
+from toolkit.runner.stages import reached, targeted_runtime
 
 pytest.importorskip("onnxruntime", reason="latency on ONNX Runtime needs onnxruntime (pip install 'toolkit[onnx]')")
 
@@ -81,13 +83,20 @@ def test_latency_on_openvino_without_openvino_is_one_line_saying_what_to_install
     assert str(error.value) == "latency_runtime=openvino needs openvino (pip install 'toolkit[openvino]')"
 
 
-def test_the_openvino_table_times_every_layer_on_openvino(tmp_path, monkeypatch):
+def two_convs(width: int) -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(width, width, 3, padding=1)).eval()
+
+
+def test_the_openvino_table_and_verification_time_on_openvino(tmp_path, monkeypatch):
     pytest.importorskip("openvino", reason="latency on OpenVINO needs openvino (pip install 'toolkit[openvino]')")
     monkeypatch.setenv("TOOLKIT_CACHE_DIR", str(tmp_path))
-    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, padding=1))
-    table = latency_table(conv, X, runtime="openvino", runs=3)
+    table = latency_table(two_convs(64), X, runtime="openvino", runs=3)
     assert set(table) == {"0", "2"} and all(a >= 0 and b >= 0 for a, b in table.values())
     assert len(list((tmp_path / "latency").glob("*-openvino-1x3x64x64-t1.json"))) == 1
+    # a quarter of the channels: about a sixteenth of the work, timed interleaved with the dense model
+    removed, noise = measured_reduction(two_convs(64), two_convs(16), X, runtime="openvino", runs=5)
+    assert 0.3 < removed < 1.0 and noise >= 0.0
 
 
 @pytest.mark.slow
@@ -108,3 +117,14 @@ def test_a_rows_latency_target_on_onnxruntime_is_judged_on_onnxruntime(tmp_path,
     assert row["reached"] != pytest.approx(reduction(row["latency_ms_dense"], row["latency_ms_pruned"]))
     assert row["target_met"] == met(Target.parse("latency=0.5"), row["reached"])
     assert 0.0 < row["reached"] < 1.0 and pruned_ms < dense_ms  # how close to 0.5: the test above, interleaved
+
+
+def test_reached_reads_the_targeted_runtimes_columns_and_is_nan_where_it_was_not_timed():
+    row = {"latency_ms_dense": 40.0, "latency_ms_pruned": 20.0,
+           "latency_ms_openvino_dense": 10.0, "latency_ms_openvino_pruned": 8.0}
+    target = Target.parse("latency=0.5")
+    assert reached(target, row) == pytest.approx(0.5)  # eager, as before
+    assert reached(target, row, "openvino") == pytest.approx(0.2)
+    assert math.isnan(reached(target, row, "onnxruntime")) and not met(target, reached(target, row, "onnxruntime"))
+    assert targeted_runtime(target, {"latency_runtime": "openvino"}) == "openvino"
+    assert targeted_runtime(Target.parse("flops=0.5"), {"latency_runtime": "openvino"}) == "eager"

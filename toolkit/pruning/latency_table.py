@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -55,9 +54,7 @@ def timed_on(runtime: str, models: Sequence[nn.Module], x: torch.Tensor, *, thre
     check_latency_runtime(runtime)
     sessions = []
     for model in models:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # smp's shape checks, constant at one input size
-            session = open_sessions(model, x, [runtime], threads)[runtime]
+        session = open_sessions(model, x, [runtime], threads)[runtime]
         if isinstance(session, str):
             raise PruningError(f"latency_runtime={runtime} cannot time this model: {session}")
         sessions.append(session)

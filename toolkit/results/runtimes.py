@@ -22,6 +22,7 @@ import math
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping, Sequence, TypeVar
@@ -288,7 +289,9 @@ def _export_for_runtimes(model: nn.Module, example: torch.Tensor, path: Path) ->
     _import("onnx", "onnx")
     on_cpu = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
     try:
-        return export_onnx(on_cpu, example.cpu(), path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # smp's shape checks, constant at one input size
+            return export_onnx(on_cpu, example.cpu(), path)
     except Exception as exc:  # noqa: BLE001 - see above
         return f"ONNX export failed: {type(exc).__name__}: {str(exc).strip()[:200]}".splitlines()[0]
 
