@@ -80,7 +80,7 @@ def test_latency_on_openvino_without_openvino_is_one_line_saying_what_to_install
     monkeypatch.setitem(sys.modules, "openvino", None)  # as absent as on a machine without it
     with pytest.raises(UsageError) as error:
         get_registry().get("l1").spec.create({"latency_runtime": "openvino"})
-    assert str(error.value) == "latency_runtime=openvino needs openvino (pip install 'toolkit[openvino]')"
+    assert str(error.value) == "latency_runtime=openvino: openvino not installed (pip install 'toolkit[openvino]')"
 
 
 def two_convs(width: int) -> torch.nn.Module:

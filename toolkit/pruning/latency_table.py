@@ -45,7 +45,7 @@ def check_latency_runtime(runtime: str) -> None:
         raise UsageError(f"unknown latency_runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     why = missing(runtime)
     if why:
-        raise UsageError(f"latency_runtime={runtime} needs {why.replace(' not installed', '')}")
+        raise UsageError(f"latency_runtime={runtime}: {why}")
 
 
 def timed_on(runtime: str, models: Sequence[nn.Module], x: torch.Tensor, *, threads: int = 1, runs: int = 15,
