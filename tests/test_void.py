@@ -183,3 +183,14 @@ def test_void_folder_trains_from_the_command_line(tmp_path, capsys):
     assert 0.0 <= stats["test_iou"] <= 1.0 and len(stats["test_iou_per_class"]) == 2
     assert math.isfinite(stats["history"][-1]["loss"])
     assert "ignore_index = 255" in (out / "config.toml").read_text()
+
+
+def test_ignore_index_is_a_run_setting_of_grids_and_commands(tmp_path, capsys):
+    from toolkit.runner.grid import load_grid
+
+    (tmp_path / "grid.toml").write_text('datasets = ["synthetic"]\n[run]\nignore_index = 255\n')
+    assert load_grid(tmp_path / "grid.toml").run.ignore_index == VOID
+    assert load_grid(tmp_path / "grid.toml", run={"ignore_index": 0}).run.ignore_index == 0, "the command line wins"
+    assert main(["train", "--ignore-index", "300", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ignore_index must be a mask value from 0 to 255" in err[0]
