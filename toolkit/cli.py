@@ -115,6 +115,8 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="read at most this many images (quick runs; 0 = all)")
     p.add_argument("--binary", action="store_true", default=None, help="defect / no-defect instead of one class per defect")
     p.add_argument("--skip-bad", action="store_true", default=None, help="skip (and report) unreadable files instead of stopping")
+    p.add_argument("--ignore-index", type=int, help="mask value of void pixels, in no loss or IoU (VOC: 255); "
+                                                    "default: the dataset's own (dataset.toml ignore_index)")
     p.add_argument("--batch-size", type=int, help="default 4")
     p.add_argument("--steps-per-epoch", type=int, help="cap on training steps per epoch (quick runs)")
     p.add_argument("--sampling", choices=["shuffle", "balanced"],
@@ -175,7 +177,7 @@ def _settings(args: argparse.Namespace, epochs: dict[str, int | None] | None = N
         **{name: getattr(args, name, None) for name in METHOD_OPTIONS},
     }.items() if v is not None}
     run = {name: getattr(args, name, None) for name in (
-        "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "device", "precision",
+        "encoder", "encoder_weights", "image_size", "limit", "binary", "skip_bad", "ignore_index", "device", "precision",
         "deterministic", "threads", "pruning_steps", "bn_recalibration",
     )}
     run["latency_runtimes"] = _split(args.latency_runtimes)

@@ -16,6 +16,7 @@ from typing import Any
 import tomli_w
 
 from toolkit.errors import UsageError
+from toolkit.workbench.data.records import check_void_value
 from toolkit.workbench.device import check_precision, resolve_device
 from toolkit.workbench.distill import DistillConfig
 from toolkit.workbench.losses import WEIGHT_RULES, check_loss_weights, parse_loss, resolve_class_weights
@@ -41,6 +42,7 @@ class RunConfig:
     limit: int | None = None  # cap on images read, for quick runs; 0 = all
     binary: bool = False
     skip_bad: bool = False
+    ignore_index: int | None = None  # void mask value (VOC: 255), over the dataset's own (dataset.toml)
     epochs_train: int = 100
     epochs_prune: int = 50
     epochs_finetune: int = 100
@@ -103,6 +105,7 @@ class RunConfig:
             raise UsageError(f"threads must be >= 1, got {self.threads}")
         if self.train.workers < 0:
             raise UsageError(f"workers must be >= 0, got {self.train.workers}")
+        check_void_value(self.ignore_index)
         check_train(self.train, self.image_size)
         for stage in ("prune", "finetune"):
             check_train(self.stage_train(stage), self.image_size)  # unknown or mistyped keys fail here

@@ -282,13 +282,16 @@ class Listing:
 
     ``test`` is the dataset's own test split, or ``None`` for a seeded one.
     ``class_names`` may be empty: the core then names ids ``class-1``... up to
-    the largest id it reads.
+    the largest id it reads. ``ignore_index`` is the mask value of void pixels
+    (boundaries, unlabelled: 255 in the VOC convention), which count in no loss
+    and no metric; ``None`` when every pixel has a class.
     """
 
     train: list[Record]
     test: list[Record] | None
     class_names: list[str]
     description: str
+    ignore_index: int | None = None
 
 
 @dataclass(frozen=True)

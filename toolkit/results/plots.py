@@ -164,7 +164,8 @@ def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarr
     fig, axes = plt.subplots(n, 3, figsize=(7.5, 2.5 * n), squeeze=False)
     for row, (label, image, truth, pred) in zip(axes, examples):
         row[0].imshow(image)
-        row[1].imshow(truth, vmin=0, vmax=max(1, num_classes - 1), cmap="magma", interpolation="nearest")
+        void = np.ma.masked_greater_equal(truth, num_classes)  # void pixels (ignore_index) left blank
+        row[1].imshow(void, vmin=0, vmax=max(1, num_classes - 1), cmap="magma", interpolation="nearest")
         row[2].imshow(pred, vmin=0, vmax=max(1, num_classes - 1), cmap="magma", interpolation="nearest")
         row[0].set_ylabel(label, fontsize=7)
         for ax, t in zip(row, ("image", "ground truth", "prediction")):

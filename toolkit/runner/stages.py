@@ -62,7 +62,8 @@ class Workbench:
         settings = self.settings.stage_train(stage, flops_reduction)
         trainer = Trainer(self.splits.train, self.splits.val, self.splits.num_classes, settings,
                           seed=derive(self.seed, stage), device=self.device, precision=self.settings.precision,
-                          class_names=self.splits.class_names, stage_steps=stage_steps)
+                          class_names=self.splits.class_names, stage_steps=stage_steps,
+                          ignore_index=self.splits.ignore_index)
         if teacher is not None and self.settings.distill.enabled:
             from toolkit.workbench.distill import distillation_objective
 
@@ -105,12 +106,13 @@ def open_workbench(settings: RunConfig, dataset: str, seed: int) -> Workbench:
     device = resolve_device(settings.device)
     use_deterministic_algorithms(settings.deterministic)
     mean, std = normalization(settings.encoder, settings.encoder_weights)
-    key = (dataset, settings.image_size, seed, settings.skip_bad, mean, std, settings.limit, settings.binary)
+    key = (dataset, settings.image_size, seed, settings.skip_bad, mean, std, settings.limit, settings.binary,
+           settings.ignore_index)
     if key not in _SPLITS:
         _SPLITS.clear()  # one dataset in memory at a time
         splits = load_splits(dataset, image_size=settings.image_size, seed=seed, augment=True, skip_bad=settings.skip_bad,
                              mean=mean, std=std, limit=settings.limit, binary=settings.binary,
-                             progress=settings.train.progress)
+                             progress=settings.train.progress, ignore_index=settings.ignore_index)
         for file, why in splits.skipped:  # --skip-bad: left out, but never silently
             print(f"skipped bad file {file}: {why}", file=sys.stderr)
         _SPLITS[key] = splits

@@ -9,6 +9,10 @@ few its pixels; pixel losses (ce, focal) average over pixels, where a crack of
 1% of the image is 1% of the signal. ``class_weights`` therefore applies to
 ``ce`` and ``focal`` only: ``"auto"`` computes them from the training masks'
 pixel counts, or give one number a class.
+
+Void pixels (a dataset's ``ignore_index``, e.g. VOC's 255) count in no term:
+each is built with the dataset's void value, which smp's losses and torch's
+cross-entropy leave out of the sums and the averages.
 """
 from __future__ import annotations
 
@@ -112,7 +116,9 @@ def resolve_class_weights(
 
 
 def count_class_pixels(dataset: torch.utils.data.Dataset, num_classes: int) -> list[int]:
-    """Pixels of each class in a dataset's masks (its held masks if it has them, else item by item)."""
+    """Pixels of each class in a dataset's masks (its held masks if it has them, else item by item).
+
+    Only ids ``0..num_classes-1`` are counted: void pixels (a value past the classes) weigh no class."""
     masks = getattr(dataset, "masks", None)
     if isinstance(masks, torch.Tensor):
         return [int(v) for v in torch.bincount(masks.reshape(-1).long(), minlength=num_classes)[:num_classes]]
@@ -122,18 +128,22 @@ def count_class_pixels(dataset: torch.utils.data.Dataset, num_classes: int) -> l
     return [int(v) for v in total]
 
 
-def make_term(name: str, cfg: "TrainConfig", class_weights: list[float] | None = None) -> nn.Module:
-    """One loss term by name, multiclass, from logits."""
+def make_term(
+    name: str, cfg: "TrainConfig", class_weights: list[float] | None = None, ignore_index: int | None = None
+) -> nn.Module:
+    """One loss term by name, multiclass, from logits; pixels whose target is ``ignore_index`` count in none."""
     if name == "tversky":
-        return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta)
+        return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta,
+                                      ignore_index=ignore_index)
     if name == "dice":
-        return smp.losses.DiceLoss(mode="multiclass")
+        return smp.losses.DiceLoss(mode="multiclass", ignore_index=ignore_index)
     if name == "focal":
-        return smp.losses.FocalLoss(mode="multiclass", class_weights=class_weights)
+        return smp.losses.FocalLoss(mode="multiclass", class_weights=class_weights, ignore_index=ignore_index)
     if name == "lovasz":
-        return smp.losses.LovaszLoss(mode="multiclass")
+        return smp.losses.LovaszLoss(mode="multiclass", ignore_index=ignore_index)
     if name == "ce":
-        return nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32) if class_weights else None)
+        return nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32) if class_weights else None,
+                                   ignore_index=-100 if ignore_index is None else ignore_index)
     parse_loss(name)  # raises with the known names
     raise AssertionError(name)
 
@@ -153,12 +163,16 @@ class WeightedSum(nn.Module):
         return " + ".join(f"{w:g}*{n}" for n, w in self.weights.items())
 
 
-def make_loss(cfg: "TrainConfig", class_pixel_counts: Sequence[int] | None = None, num_classes: int | None = None) -> nn.Module:
-    """The loss ``cfg.loss`` names; a single term with weight 1 is returned bare (the research's Tversky)."""
+def make_loss(
+    cfg: "TrainConfig", class_pixel_counts: Sequence[int] | None = None, num_classes: int | None = None,
+    ignore_index: int | None = None,
+) -> nn.Module:
+    """The loss ``cfg.loss`` names; a single term with weight 1 is returned bare (the research's Tversky).
+    Pixels whose target is ``ignore_index`` (void) count in no term."""
     names = parse_loss(cfg.loss)
     weights = check_loss_weights(names, dict(cfg.loss_weights or {}))
     class_weights = resolve_class_weights(cfg.class_weights, class_pixel_counts, num_classes)
-    terms = {n: make_term(n, cfg, class_weights if n in WEIGHTED_TERMS else None) for n in names}
+    terms = {n: make_term(n, cfg, class_weights if n in WEIGHTED_TERMS else None, ignore_index) for n in names}
     if len(terms) == 1 and weights[names[0]] == 1.0:
         return terms[names[0]]
     return WeightedSum(terms, weights)

@@ -4,7 +4,8 @@ Counts (tp, fp, fn) are summed over every pixel of the split before dividing,
 so a small image weighs as much as its pixels. A class that appears neither in
 the ground truth nor in the predictions has no IoU (NaN) and is left out of the
 mean. Whether background counts in the mean is a setting: corrosion papers
-usually report the mean over the damage classes only.
+usually report the mean over the damage classes only. Void pixels (the
+dataset's ``ignore_index``) are in no count: neither a hit nor a miss.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class IoUMeter:
 
     num_classes: int
     include_background: bool = False
+    ignore_index: int | None = None
     _tp: torch.Tensor = field(init=False)
     _fp: torch.Tensor = field(init=False)
     _fn: torch.Tensor = field(init=False)
@@ -44,7 +46,8 @@ class IoUMeter:
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         pred = logits.argmax(dim=1)
-        tp, fp, fn, _ = smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=self.num_classes)
+        tp, fp, fn, _ = smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=self.num_classes,
+                                              ignore_index=self.ignore_index)
         self._tp += tp.sum(0).cpu()
         self._fp += fp.sum(0).cpu()
         self._fn += fn.sum(0).cpu()
@@ -55,7 +58,10 @@ class IoUMeter:
         return IoU([float(v) for v in per_class], self.include_background)
 
 
-def iou(logits: torch.Tensor, target: torch.Tensor, num_classes: int, include_background: bool = False) -> IoU:
-    meter = IoUMeter(num_classes, include_background)
+def iou(
+    logits: torch.Tensor, target: torch.Tensor, num_classes: int, include_background: bool = False,
+    ignore_index: int | None = None,
+) -> IoU:
+    meter = IoUMeter(num_classes, include_background, ignore_index)
     meter.update(logits, target)
     return meter.compute()

@@ -198,6 +198,7 @@ class Trainer:
     is trained step by step (the prune stage); ``fit`` knows its own length.
     ``cfg.sparsity_regularizer`` acts in ``fit(stage="train")`` alone: the
     dense training, never a recovery.
+    ``ignore_index`` is the dataset's void value: in no loss, crop centre or IoU.
     """
 
     def __init__(
@@ -214,8 +215,10 @@ class Trainer:
         class_names: list[str] | None = None,
         stage_steps: int = 0,
         loss_fn: nn.Module | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         self.cfg = cfg
+        self.ignore_index = ignore_index
         self.num_classes = num_classes
         self.class_names = class_names
         self.seed = seed
@@ -224,12 +227,12 @@ class Trainer:
         self.stage_steps = stage_steps
         if loss_fn is None:
             counts = count_class_pixels(train_set, num_classes) if needs_pixel_counts(cfg) else None
-            loss_fn = make_loss(cfg, counts, num_classes)
+            loss_fn = make_loss(cfg, counts, num_classes, ignore_index)
         self.loss_fn = loss_fn.to(self.device)
         self.objective: Objective = objective or (lambda model, x, y: self.loss_fn(model(x), y))
         self.train_set, self.val_set = train_set, val_set
         if cfg.crop_size:
-            train_set = RandomCrops(train_set, cfg.crop_size, cfg.foreground_crop)
+            train_set = RandomCrops(train_set, cfg.crop_size, cfg.foreground_crop, ignore_index)
         self._generator = torch.Generator()
         sampler = balanced_sampler(train_set, self._generator) if cfg.sampling == "balanced" else None
         pin = cfg.pin_memory and self.device.type == "cuda"
@@ -255,7 +258,7 @@ class Trainer:
     def _derived(self, cfg: TrainConfig, objective: Objective) -> "Trainer":
         return Trainer(self.train_set, self.val_set, self.num_classes, cfg, seed=self.seed, device=self.device,
                        precision=self.precision, objective=objective, class_names=self.class_names,
-                       stage_steps=self.stage_steps, loss_fn=self.loss_fn)
+                       stage_steps=self.stage_steps, loss_fn=self.loss_fn, ignore_index=self.ignore_index)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -365,7 +368,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         self._place(model)
-        meter = IoUMeter(self.num_classes, self.cfg.include_background)
+        meter = IoUMeter(self.num_classes, self.cfg.include_background, self.ignore_index)
         for x, y in loader or self.val_loader:
             x, y = self._to_device(x, y)
             with autocast(self.device, self.precision):

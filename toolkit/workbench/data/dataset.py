@@ -4,7 +4,9 @@ Images and masks are held in memory as uint8 at the training size (128 px x
 1,000 images is 64 MB), so an epoch costs only the model. Augmentation is the
 research's: affine (rotation, scaling, shift), flips and a random crop, drawn
 once per sample and applied to image and mask together by torchvision's v2
-transforms (masks are resampled nearest-neighbour, filled with background).
+transforms (masks are resampled nearest-neighbour; what rotation and shift
+bring in from outside the image is background, or void where the dataset has
+a void value: no label was ever given there).
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ from torchvision.transforms import v2
 Triple = tuple[float, float, float]
 
 
-def paper_augmentation(size: int) -> v2.Compose:
-    """Affine, flip, rotation, scaling and random crop, for image and mask at once."""
+def paper_augmentation(size: int, mask_fill: int = 0) -> v2.Compose:
+    """Affine, flip, rotation, scaling and random crop, for image and mask at once; ``mask_fill`` labels the
+    pixels the affine brings in from outside the image."""
     return v2.Compose([
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         v2.RandomAffine(degrees=20, translate=(0.1, 0.1), scale=(0.8, 1.2),
-                        fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}),
+                        fill={tv_tensors.Image: 0, tv_tensors.Mask: mask_fill}),
         v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
     ])
 
@@ -42,6 +45,7 @@ class SegmentationDataset(Dataset):
         std: Triple,
         augment: bool = False,
         strata: Sequence[str] | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         if len(images) != len(masks) or len(images) != len(names):
             raise ValueError("images, masks and names must have the same length")
@@ -51,7 +55,9 @@ class SegmentationDataset(Dataset):
         self.strata = list(strata) if strata is not None else ["all"] * len(self.names)  # for balanced sampling
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
-        self.augment = paper_augmentation(images.shape[1]) if augment and len(images) else None
+        self.ignore_index = ignore_index  # void pixels' value: padding is void too, never background
+        fill = 0 if ignore_index is None else ignore_index
+        self.augment = paper_augmentation(images.shape[1], fill) if augment and len(images) else None
 
     def __len__(self) -> int:
         return len(self.images)

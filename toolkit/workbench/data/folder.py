@@ -4,13 +4,17 @@ Layout (folder names are matched case-insensitively)::
 
     ROOT/images/<stem>.jpg      ROOT/masks/<stem>.png
     or ROOT/train/images, ROOT/train/masks, ROOT/test/images, ROOT/test/masks
-    ROOT/dataset.toml           optional: classes = [...], palette = [[r, g, b], ...]
+    ROOT/dataset.toml           optional: classes = [...], palette = [[r, g, b], ...],
+                                          ignore_index = 255, void = [r, g, b]
 
 A mask has the image's stem (or the stem plus ``_mask``/``_label``/``_gt``).
 Grey or indexed (palette-mode) masks hold class ids (without ``classes`` they
 are named ``class-1``... up to the largest id found); colour masks are mapped
-through ``palette`` (the i-th colour is class i). A ``test`` folder is the
-given test split; without one the toolkit splits off a seeded test set.
+through ``palette`` (the i-th colour is class i). ``ignore_index`` is the
+mask value of void pixels (VOC's 255: boundaries, unlabelled), ``void`` the
+colour of void pixels in colour masks (read as ``ignore_index``, 255 unless
+given). A ``test`` folder is the given test split; without one the toolkit
+splits off a seeded test set.
 """
 from __future__ import annotations
 
@@ -69,33 +73,58 @@ def is_folder_dataset(root: Path) -> bool:
     return all(_layout(root)) or _child(root, "train", "training") is not None
 
 
-def _settings(root: Path, fmt: FolderFormat) -> tuple[list[str], list[tuple[int, int, int]]]:
+@dataclass
+class FolderSettings:
+    """What ``dataset.toml`` says: class names, mask colours and the void value."""
+
+    classes: list[str]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int | None = None
+    void: tuple[int, int, int] | None = None
+
+
+def _is_colour(c: object) -> bool:
+    return isinstance(c, list | tuple) and len(c) == 3 and all(isinstance(v, int) for v in c)
+
+
+def _settings(root: Path, fmt: FolderFormat) -> FolderSettings:
     path = root / "dataset.toml"
     if not path.exists():
-        return list(fmt.class_names), list(fmt.palette)
+        return FolderSettings(list(fmt.class_names), list(fmt.palette))
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid TOML ({exc})") from None
     classes = data.get("classes", fmt.class_names)
     palette = data.get("palette", fmt.palette)
+    void, ignore_index = data.get("void"), data.get("ignore_index")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{path}: 'classes' must be a list of names")
-    if not isinstance(palette, list) or not all(
-        isinstance(c, list | tuple) and len(c) == 3 and all(isinstance(v, int) for v in c) for c in palette
-    ):
+    if not isinstance(palette, list) or not all(_is_colour(c) for c in palette):
         raise DataError(f"{path}: 'palette' must be a list of [r, g, b] integer triples")
-    return list(classes), [tuple(c) for c in palette]  # type: ignore[misc]
+    if void is not None and not _is_colour(void):
+        raise DataError(f"{path}: 'void' must be one [r, g, b] integer triple, the colour of void pixels")
+    if void is not None and tuple(void) in {tuple(c) for c in palette}:
+        raise DataError(f"{path}: the void colour {tuple(void)} is also a class colour in 'palette'")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise DataError(f"{path}: 'ignore_index' must be a whole number, the mask value of void pixels (e.g. 255)")
+    if void is not None and ignore_index is None:
+        ignore_index = 255
+    return FolderSettings(list(classes), [tuple(c) for c in palette], ignore_index,  # type: ignore[misc]
+                          tuple(void) if void is not None else None)  # type: ignore[arg-type]
 
 
-def read_mask(path: Path, palette: list[tuple[int, int, int]]) -> np.ndarray:
-    """Class ids from a grey, indexed or colour mask (colours through ``palette``)."""
+def read_mask(path: Path, palette: list[tuple[int, int, int]], void: tuple[int, int, int] | None = None,
+              ignore_index: int = 255) -> np.ndarray:
+    """Class ids from a grey, indexed or colour mask (colours through ``palette``; ``void`` -> ``ignore_index``)."""
     im = open_image(path)
     if im.mode in CLASS_ID_MODES:
         return np.asarray(im, dtype=np.int64)
     rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
     codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     lookup = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(palette)}
+    if void is not None:
+        lookup[(void[0] << 16) | (void[1] << 8) | void[2]] = ignore_index
     present = np.unique(codes)
     grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
     if grey and not all(int(c) in lookup for c in present):
@@ -104,9 +133,14 @@ def read_mask(path: Path, palette: list[tuple[int, int, int]]) -> np.ndarray:
     for code in present:
         if int(code) not in lookup:
             colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
-            raise DataError(f"{path}: colour {tuple(int(c) for c in colour)} is not in the palette {palette}")
+            raise DataError(f"{path}: colour {tuple(int(c) for c in colour)} is not in the palette {palette}"
+                            + (f" nor the void colour {void}" if void is not None else ""))
         out[codes == code] = lookup[int(code)]
     return out
+
+
+def _read(mask: Path, settings: FolderSettings, size: tuple[int, int]) -> np.ndarray:
+    return read_mask(mask, settings.palette, settings.void, settings.ignore_index or 0)
 
 
 def _mask_for(image: Path, masks: Path) -> Path | None:
@@ -122,7 +156,7 @@ def _missing(image: Path, masks: Path, size: tuple[int, int]) -> np.ndarray:
     raise DataError(f"{image}: no mask (looked for {masks / image.stem}.png)")
 
 
-def _records(split_dir: Path, palette: list[tuple[int, int, int]], stratum: str) -> list[Record]:
+def _records(split_dir: Path, settings: FolderSettings, stratum: str) -> list[Record]:
     images, masks = _layout(split_dir)
     if images is None or masks is None:
         raise DataError(f"{split_dir}: expected folders images/ and masks/ inside (found: "
@@ -130,7 +164,7 @@ def _records(split_dir: Path, palette: list[tuple[int, int, int]], stratum: str)
     records = []
     for image in find_images(images):
         mask = _mask_for(image, masks)
-        reader = partial(_missing, image, masks) if mask is None else (lambda size, m=mask: read_mask(m, palette))
+        reader = partial(_missing, image, masks) if mask is None else partial(_read, mask, settings)
         records.append(Record(image, reader, str(mask or masks / f"{image.stem}.png"), stratum))
     return records
 
@@ -139,15 +173,14 @@ def list_folder(root: Path, fmt: FolderFormat = FOLDER) -> Listing:
     """Records of a folder dataset, with the given train/test split if there is one."""
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    classes, palette = _settings(root, fmt)
+    settings = _settings(root, fmt)
     train_dir, test_dir = _child(root, "train", "training"), _child(root, "test", "testing")
     if train_dir is not None:
-        train = _records(train_dir, palette, "train")
-        test = _records(test_dir, palette, "test") if test_dir is not None else None
+        train = _records(train_dir, settings, "train")
+        test = _records(test_dir, settings, "test") if test_dir is not None else None
     else:
-        train, test = _records(root, palette, "all"), None
+        train, test = _records(root, settings, "all"), None
     if not train:
         raise DataError(f"{root}: empty dataset, no images found (expected {', '.join(IMAGE_SUFFIXES)} in images/)")
     what = fmt.about if fmt is not FOLDER else f"folder dataset {root.name}"
-    return Listing(train, test, classes, f"{what} at {root}")
-
+    return Listing(train, test, settings.classes, f"{what} at {root}", settings.ignore_index)

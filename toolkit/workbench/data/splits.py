@@ -5,6 +5,9 @@ otherwise ``test_fraction`` of it set aside; then ``val_fraction`` of the rest
 (80/20) held out for validation. Every split is stratified (by class folder,
 by which defects an image has, or by the dataset's own train/test), so rare
 classes reach every split, and seeded, so a run can be repeated exactly.
+
+Void pixels (``ignore_index``: the format's, e.g. ``dataset.toml``'s, unless
+the run gives one) keep their value through every step, ``binary`` included.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from toolkit.contract import DataRequest, DatasetSpec, Listing, Record
 from toolkit.errors import DataError, UsageError
 from toolkit.plugins import get_registry
 from toolkit.workbench.data.dataset import SegmentationDataset, Triple
-from toolkit.workbench.data.records import Arrays, read_records
+from toolkit.workbench.data.records import VOID_HINT, Arrays, check_void_value, read_records
 
 IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
 IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
@@ -33,6 +36,7 @@ class DatasetSplits:
     class_names: list[str]
     description: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) left out with skip_bad
+    ignore_index: int | None = None  # mask value of void pixels: in no loss, metric or class count
 
 
 def list_datasets() -> dict[str, str]:
@@ -105,6 +109,14 @@ def subsample(strata: Sequence[str], limit: int, rng: np.random.Generator) -> li
     return sorted(int(i) for i in chosen)
 
 
+def check_void(ignore_index: int | None, class_names: Sequence[str], where: str) -> None:
+    """A void value that masks held as uint8 can keep and that is no class's id."""
+    check_void_value(ignore_index)
+    if ignore_index is not None and ignore_index < len(class_names):
+        raise DataError(f"{where}: ignore_index {ignore_index} is the id of class {class_names[ignore_index]!r}; "
+                        f"the void value must be none of the class ids 0..{len(class_names) - 1}")
+
+
 def _listing(spec: DatasetSpec, request: DataRequest) -> Listing:
     """The format's records, checked for what every format must give."""
     if spec.path == "required" and request.path is not None and not request.path.exists():
@@ -140,6 +152,7 @@ def load_splits(
     limit: int | None = None,
     binary: bool = False,
     progress: bool = True,
+    ignore_index: int | None = None,
 ) -> DatasetSplits:
     """Read a dataset once and split it; see the module docstring for how."""
     if limit is not None and limit < 3:
@@ -150,12 +163,14 @@ def load_splits(
     request = DataRequest(None if path is None else Path(path).expanduser(), seed, image_size, limit)
     listing = _listing(spec, request)
     class_names, description = list(listing.class_names), listing.description
+    void = ignore_index if ignore_index is not None else listing.ignore_index
+    check_void(void, class_names, description)
     parts = [(r, False) for r in listing.train] + [(r, True) for r in listing.test or []]
     if limit is not None and limit < len(parts):
         parts = [parts[i] for i in subsample([r.stratum for r, _ in parts], limit, rng)]
     budget = len(class_names) or 256  # no class list: read any id, name them after
     def read(records: list[Record]) -> tuple[Arrays, list[tuple[str, str]]]:
-        return read_records(records, image_size, budget, skip_bad, f"reading {fmt}", progress)
+        return read_records(records, image_size, budget, skip_bad, f"reading {fmt}", progress, void)
 
     train, skipped = read([r for r, test in parts if not test])
     test, skipped_test = read([r for r, test in parts if test])
@@ -163,13 +178,16 @@ def load_splits(
     if not len(everything.names):
         raise DataError(f"{description}: empty dataset, every image was bad (see the skipped files)")
     if not class_names:
-        top = int(everything.masks.max())
+        labelled = everything.masks if void is None else everything.masks[everything.masks != void]
+        top = int(labelled.max()) if labelled.size else 0
         if top > 32:
             raise DataError(
                 f"{description}: masks hold values up to {top}; with no class list that reads as {top + 1} classes. "
                 "Save masks as class ids 0..N, or list classes (and a palette for colour masks) in dataset.toml"
+                + (VOID_HINT if top == 255 else "")
             )
         class_names = ["background", *(f"class-{i}" for i in range(1, max(top, 1) + 1))]
+        check_void(void, class_names, description)
     given_test = list(range(len(train.names), len(everything.names)))
     if given_test:
         pool = [i for i in range(len(everything.names)) if i not in set(given_test)]
@@ -186,15 +204,18 @@ def load_splits(
             f"{len(train_idx)}/{len(val_idx)}/{len(test_idx)}); give more images or a larger --limit"
         )
     if binary:
-        everything.masks = (everything.masks > 0).astype(np.uint8)
+        merged = (everything.masks > 0).astype(np.uint8)
+        everything.masks = merged if void is None else np.where(everything.masks == void, everything.masks, merged)
         class_names = ["background", spec.binary_class]
         description += "; binary"
 
     def make(idx: list[int], aug: bool) -> SegmentationDataset:
         part = _take(everything, idx)
-        return SegmentationDataset(part.images, part.masks, part.names, mean, std, augment=aug, strata=part.strata)
+        return SegmentationDataset(part.images, part.masks, part.names, mean, std, augment=aug, strata=part.strata,
+                                   ignore_index=void)
 
     return DatasetSplits(
         train=make(train_idx, augment), val=make(val_idx, False), test=make(test_idx, False),
         num_classes=len(class_names), class_names=class_names, description=description, skipped=skipped,
+        ignore_index=void,
     )
