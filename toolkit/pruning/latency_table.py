@@ -46,7 +46,7 @@ def _onnxruntime_session(model: nn.Module, x: torch.Tensor, threads: int):
         import onnxruntime as ort
     except ImportError:
         raise UsageError("latency_runtime=onnxruntime needs onnxruntime: pip install 'toolkit[onnx]'") from None
-    from toolkit.pruning.serialize import export_onnx
+    from toolkit.pruning.export import export_onnx
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -13,26 +13,23 @@ as failed with the reason, and the grid goes on.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
-import platform
-import subprocess
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from toolkit.config import RunConfig, read_toml, update, use_recipe
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.control import CONTROL
 from toolkit.results.store import SETTINGS, added_settings_hint, finished, read_settings, write_results
 from toolkit.results.tracking import TrackingConfig, open_tracker
 from toolkit.runner.cell import Cell
+from toolkit.runner.layout import cell_dir, dense_dir  # noqa: F401 - re-exported: their old home
 from toolkit.runner.lock import hold
+from toolkit.runner.rows import environment, failed_row  # noqa: F401 - re-exported
 from toolkit.runner.stages import write_json
+from toolkit.runner.variants import options_of, settings_of  # noqa: F401 - re-exported
 
 EXECUTORS = ("local", "ray")
 
@@ -181,26 +178,6 @@ def _check_names(grid: GridConfig) -> None:
         spec.create(options_of(grid, name))  # options are checked against the spec
 
 
-def options_of(grid: GridConfig, name: str) -> dict[str, Any]:
-    """A plugin's or variant's options."""
-    if name in grid.variants:
-        options = grid.variants[name].get("options", {})
-        if not isinstance(options, dict):
-            raise UsageError(f"variants.{name}.options must be a table")
-        return dict(options)
-    return dict(grid.plugin_options.get(name, {}))
-
-
-def settings_of(grid: GridConfig, name: str) -> RunConfig:
-    """The run settings a plugin's or variant's cells use: the grid's, with a variant's distillation."""
-    distill = grid.variants.get(name, {}).get("distill")
-    if distill is None:
-        return grid.run
-    settings = dataclasses.replace(grid.run, distill=dataclasses.replace(grid.run.distill))
-    update(settings.distill, {"enabled": distill} if isinstance(distill, bool) else distill, f"variants.{name}.distill")
-    return settings
-
-
 def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
     """A plugin's (or variant's) targets: its own list, else the grid's sparsities and targets
     (the dense control's: 0, it prunes nothing)."""
@@ -222,59 +199,6 @@ def cells(grid: GridConfig) -> list[Cell]:
         for seed in grid.seeds for d in grid.datasets for a in grid.archs for p in grid.plugins
         for t in targets_of(grid, p) for budget in (grid.recovery_steps or [None])
     ]
-
-
-def dense_dir(out_dir: Path, cell: Cell) -> Path:
-    return out_dir / "dense" / cell.dense_id
-
-
-def cell_dir(out_dir: Path, cell: Cell) -> Path:
-    return out_dir / "cells" / cell.id
-
-
-def environment() -> dict[str, Any]:
-    """Versions and machine facts that a reader needs to reproduce a row."""
-    import segmentation_models_pytorch as smp
-
-    import toolkit
-    from toolkit.workbench.device import cpu_name
-
-    versions = {"toolkit": toolkit.__version__, "torch": torch.__version__, "smp": smp.__version__,
-                "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_name(),
-                "cpu_threads": torch.get_num_threads(), "host": platform.node()}
-    # torch picks CPU kernels by instruction set, timm builds the encoders and Pillow decodes the
-    # images: each can move a seed's numbers between machines whose torch and smp agree
-    versions["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    # the installed distribution's version: Torch-Pruning 1.6.1's module still says 1.6.0
-    for dist, key in (("torch-pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
-                      ("numpy", "numpy"), ("pillow", "pillow")):
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # a missing optional backend is a fact, not an error
-            versions[key] = "not installed"
-    try:
-        versions["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).parent,
-        ).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        versions["git_commit"] = None
-    return versions
-
-
-def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict[str, Any]:
-    """The columns of a failed cell: the reason in one line (and the traceback of a bug)."""
-    from toolkit.runner.isolate import CellError
-
-    if isinstance(error, str):
-        return {"status": "failed", "error": error}
-    name = error.type_name if isinstance(error, CellError) else type(error).__name__
-    row = {"status": "failed", "error": f"{name}: {error}".splitlines()[0]}
-    if with_traceback and isinstance(error, CellError) and not error.user_error:
-        row["traceback"] = error.detail
-    elif with_traceback and not isinstance(error, (ToolkitError, CellError)):
-        row["traceback"] = "".join(traceback.format_exception(error, limit=-8))
-    return row
 
 
 class Recorder:

@@ -16,6 +16,9 @@ from tqdm.auto import tqdm
 from toolkit.runner.cell import Cell, run_cell
 from toolkit.runner.dense import train_dense
 from toolkit.runner.isolate import call_isolated
+from toolkit.runner.layout import cell_dir, dense_dir
+from toolkit.runner.rows import failed_row
+from toolkit.runner.variants import options_of, settings_of
 
 if TYPE_CHECKING:
     from toolkit.config import RunConfig
@@ -23,8 +26,6 @@ if TYPE_CHECKING:
 
 
 def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "Recorder") -> None:
-    from toolkit.runner.grid import cell_dir, dense_dir, failed_row, options_of, settings_of
-
     dense: dict[str, Any] = {}  # dense_id -> stats, or the exception that stopped it
     bar = tqdm(todo, desc="cells", unit="cell", disable=not grid.run.train.progress)
     for cell in bar:
@@ -52,8 +53,6 @@ def run_cell_guarded(cell: Cell, settings: "RunConfig", dense: dict[str, Any], f
                      options: dict[str, Any], examples: int, timeout: float | None) -> dict[str, Any]:
     """A cell's row columns under the grid's rules, on any executor: with ``timeout`` it runs in a
     child process that is stopped past it; a plugin that raises fails its own row, not the run."""
-    from toolkit.runner.grid import failed_row
-
     try:
         if timeout:
             columns = call_isolated(run_cell, cell, settings, dense, folder, timeout=timeout, options=options,

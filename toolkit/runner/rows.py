@@ -1,0 +1,59 @@
+"""The columns every row shares: the environment a reader needs to reproduce it, and a failed
+cell's reason. Executors import this, never the grid module."""
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import subprocess
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from toolkit.errors import ToolkitError
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts that a reader needs to reproduce a row."""
+    import segmentation_models_pytorch as smp
+
+    import toolkit
+    from toolkit.workbench.device import cpu_name
+
+    versions = {"toolkit": toolkit.__version__, "torch": torch.__version__, "smp": smp.__version__,
+                "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_name(),
+                "cpu_threads": torch.get_num_threads(), "host": platform.node()}
+    # torch picks CPU kernels by instruction set, timm builds the encoders and Pillow decodes the
+    # images: each can move a seed's numbers between machines whose torch and smp agree
+    versions["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    # the installed distribution's version: Torch-Pruning 1.6.1's module still says 1.6.0
+    for dist, key in (("torch-pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
+                      ("numpy", "numpy"), ("pillow", "pillow")):
+        try:
+            versions[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:  # a missing optional backend is a fact, not an error
+            versions[key] = "not installed"
+    try:
+        versions["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+            cwd=Path(__file__).parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        versions["git_commit"] = None
+    return versions
+
+
+def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict[str, Any]:
+    """The columns of a failed cell: the reason in one line (and the traceback of a bug)."""
+    from toolkit.runner.isolate import CellError
+
+    if isinstance(error, str):
+        return {"status": "failed", "error": error}
+    name = error.type_name if isinstance(error, CellError) else type(error).__name__
+    row = {"status": "failed", "error": f"{name}: {error}".splitlines()[0]}
+    if with_traceback and isinstance(error, CellError) and not error.user_error:
+        row["traceback"] = error.detail
+    elif with_traceback and not isinstance(error, (ToolkitError, CellError)):
+        row["traceback"] = "".join(traceback.format_exception(error, limit=-8))
+    return row
