@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from toolkit.atomic import write_text
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -222,10 +223,7 @@ class Tracker:
                   "its files are intact; run the same command again to log what is missing", file=sys.stderr)
 
     def _save(self) -> None:
-        path = self.out_dir / STATE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(path)
+        write_text(self.out_dir / STATE, json.dumps(self.state, indent=1))
 
 
 def metrics_of(row: dict[str, Any], curves: list[dict[str, Any]] | None) -> list[tuple[str, float, int]]:

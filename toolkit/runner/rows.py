@@ -7,7 +7,7 @@ import platform
 import subprocess
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -28,12 +28,8 @@ def environment() -> dict[str, Any]:
     # images: each can move a seed's numbers between machines whose torch and smp agree
     versions["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     # the installed distribution's version: Torch-Pruning 1.6.1's module still says 1.6.0
-    for dist, key in (("torch-pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
-                      ("numpy", "numpy"), ("pillow", "pillow")):
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # a missing optional backend is a fact, not an error
-            versions[key] = "not installed"
+    versions.update(installed_versions({"torch_pruning": "torch-pruning", "nni": "nni", "thop": "thop", "timm": "timm",
+                                        "numpy": "numpy", "pillow": "pillow"}))
     try:
         versions["git_commit"] = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -42,6 +38,18 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         versions["git_commit"] = None
     return versions
+
+
+def installed_versions(distributions: Mapping[str, str], missing: str = "not installed") -> dict[str, str]:
+    """``{key: version}`` of each installed distribution (``{"smp": "segmentation_models_pytorch"}``);
+    a missing optional backend is a fact (``missing``), not an error."""
+    found = {}
+    for key, dist in distributions.items():
+        try:
+            found[key] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            found[key] = missing
+    return found
 
 
 def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolkit.atomic import write_text
 from toolkit.config import RunConfig
 from toolkit.contract import PruneRequest, PruneResult, check_result
 from toolkit.errors import UsageError
@@ -168,9 +169,7 @@ def save_model(model: nn.Module, rebuild: dict[str, Any], path: Path, structured
 
 
 def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def drop_resume_checkpoints(folder: Path) -> None:

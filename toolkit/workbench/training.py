@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from toolkit.atomic import atomic_write
 from toolkit.errors import UsageError
 from toolkit.workbench.data.crops import RandomCrops
 from toolkit.workbench.device import autocast, grad_scaler
@@ -433,16 +434,16 @@ class Trainer:
 
 def atomic_save(obj: object, path: Path) -> None:
     """Write to a temporary file and rename, so an interrupted save never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_history(history: list[EpochRecord], path: Path) -> None:
     rows = [asdict(h) for h in history]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["stage"])
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["stage"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
