@@ -2,6 +2,7 @@
 file or the new one, never half of one. Every writer of a run folder goes through here."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,3 +27,8 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """``obj`` as indented JSON (what JSON cannot hold written as its ``str``)."""
+    return write_text(path, json.dumps(obj, indent=2, default=str))

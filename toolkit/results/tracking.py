@@ -17,16 +17,16 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from toolkit.atomic import write_text
 from toolkit.errors import UsageError
+from toolkit.runner.grid_config import TrackingConfig  # noqa: F401 - re-exported: its old home
 
 if TYPE_CHECKING:
     from toolkit.runner.cell import Cell
-    from toolkit.runner.grid import GridConfig
+    from toolkit.runner.grid_config import GridConfig
 
 LOCAL = "local"  # the store inside the run folder
 STATE = "mlflow.json"
@@ -42,15 +42,6 @@ VERSIONS = ("toolkit", "torch", "smp", "timm", "torch_pruning", "nni", "thop", "
             "git_commit", "cpu_capability")
 FILES = ("config.toml", "result.json", "stats.json", "curves.png", "*_metrics.csv", "examples.npz")
 MODELS = ("pruned.pt", "dense.pt")
-
-
-@dataclass
-class TrackingConfig:
-    """``mlflow``: none = no tracking, ``local`` = a store in the run folder, else a tracking URI."""
-
-    mlflow: str | None = None
-    models: bool = False  # log pruned.pt and dense.pt too: large
-    experiment: str = "toolkit"
 
 
 def store_uri(mlflow: str, out_dir: Path) -> str:

@@ -14,72 +14,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from toolkit.atomic import write_json
 from toolkit.config import RunConfig, read_toml, update, use_recipe
 from toolkit.errors import UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.control import CONTROL
 from toolkit.results.store import SETTINGS, added_settings_hint, finished, read_settings, write_results
-from toolkit.results.tracking import TrackingConfig, open_tracker
+from toolkit.results.tracking import open_tracker
 from toolkit.runner.cell import Cell
+from toolkit.runner.grid_config import (  # noqa: F401 - re-exported: their old home
+    EXECUTORS, GridConfig, RayConfig, TrackingConfig, demo_run_config,
+)
 from toolkit.runner.layout import cell_dir, dense_dir  # noqa: F401 - re-exported: their old home
 from toolkit.runner.lock import hold
-from toolkit.runner.rows import environment, failed_row  # noqa: F401 - re-exported
-from toolkit.runner.stages import write_json
+from toolkit.runner.rows import Recorder, environment, failed_row  # noqa: F401 - re-exported
 from toolkit.runner.variants import options_of, settings_of  # noqa: F401 - re-exported
-
-EXECUTORS = ("local", "ray")
-
-
-@dataclass
-class RayConfig:
-    """Where and how big: ``address`` none = start a local Ray, ``auto`` = the running cluster."""
-
-    address: str | None = None
-    cpus_per_cell: float = 1.0
-    gpus_per_cell: float = 0.0
-    max_retries: int = 2  # a cell whose worker died is run again this many times, then fails
-
-
-@dataclass
-class GridConfig:
-    """The grid and the per-cell settings. The defaults are the demo: a few minutes on 2 CPU cores."""
-
-    archs: list[str] = field(default_factory=lambda: ["fpn", "unet"])
-    # the dense control first: every "IoU change" is then against the dense model trained for the same steps
-    plugins: list[str] = field(default_factory=lambda: ["dense", "fpgm", "l1", "agp"])
-    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.75])  # each pruner's own measure
-    targets: list[str] = field(default_factory=list)  # cost targets, e.g. ["flops=0.5"]
-    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    # steps trained after pruning (prune stage + fine-tune), one cell per value; empty = the run's epochs
-    recovery_steps: list[int] = field(default_factory=list)
-    plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
-    plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
-    plugin_targets: dict[str, list[str]] = field(default_factory=dict)  # per plugin name, instead of sparsities + targets
-    # a pruner under another name with its own options or distillation, usable in `plugins`:
-    # [variants.fpgm-distill] plugin = "fpgm", options = {...}, distill = true
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    examples: int = 3  # test images drawn per cell in the report
-    executor: str = "local"
-    cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
-    # time every model again once the cells are done, in one process, interleaved (toolkit.runner.retime);
-    # unset: on for the local executor (the machine is then quiet), off on Ray (toolkit report --retime)
-    retime: bool | None = None
-    ray: RayConfig = field(default_factory=RayConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # [tracking] mlflow = "URI"
-    run: RunConfig = field(default_factory=lambda: demo_run_config())
-
-
-def demo_run_config() -> RunConfig:
-    """Tiny settings of the demo: small images, a small encoder, a few steps per stage."""
-    cfg = RunConfig(encoder="resnet18", image_size=64, limit=120, epochs_train=3, epochs_prune=1,
-                    epochs_finetune=2, pruning_steps=4, latency_runs=5)
-    cfg.train.max_steps_per_epoch = 12
-    return cfg
 
 
 def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
@@ -199,32 +151,6 @@ def cells(grid: GridConfig) -> list[Cell]:
         for seed in grid.seeds for d in grid.datasets for a in grid.archs for p in grid.plugins
         for t in targets_of(grid, p) for budget in (grid.recovery_steps or [None])
     ]
-
-
-class Recorder:
-    """The only writer of a run folder's rows: a cell's file, then ``results.jsonl``, both atomic."""
-
-    def __init__(self, grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]],
-                 on_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> None:
-        self.grid, self.out_dir, self.rows, self.on_cell = grid, out_dir, rows, on_cell
-        self.env = environment()
-
-    def base(self, cell: Cell) -> dict[str, Any]:
-        run = self.grid.run
-        return {**cell.as_row(), "options": options_of(self.grid, cell.name), "encoder": run.encoder,
-                "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
-                "executor": self.grid.executor, **self.env}
-
-    def record(self, cell: Cell, columns: dict[str, Any], seconds: float) -> dict[str, Any]:
-        row = {**self.base(cell), **columns, "time_cell_s": seconds}
-        folder = cell_dir(self.out_dir, cell)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(row, folder / "result.json")
-        self.rows[cell.id] = row
-        write_results(self.out_dir, self.rows)
-        if self.on_cell:
-            self.on_cell(cell, row)
-        return row
 
 
 def run_grid(

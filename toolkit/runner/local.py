@@ -22,7 +22,8 @@ from toolkit.runner.variants import options_of, settings_of
 
 if TYPE_CHECKING:
     from toolkit.config import RunConfig
-    from toolkit.runner.grid import GridConfig, Recorder
+    from toolkit.runner.grid_config import GridConfig
+    from toolkit.runner.rows import Recorder
 
 
 def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "Recorder") -> None:

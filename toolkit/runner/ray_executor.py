@@ -38,7 +38,8 @@ from toolkit.runner.artifacts import pack, unpack
 if TYPE_CHECKING:
     from toolkit.config import RunConfig
     from toolkit.runner.cell import Cell
-    from toolkit.runner.grid import GridConfig, Recorder
+    from toolkit.runner.grid_config import GridConfig
+    from toolkit.runner.rows import Recorder
 
 CHECKPOINT = "dense.pt"
 

@@ -1,5 +1,5 @@
-"""The columns every row shares: the environment a reader needs to reproduce it, and a failed
-cell's reason. Executors import this, never the grid module."""
+"""A grid row: the columns every row shares (the environment a reader needs to reproduce it, a failed
+cell's reason) and the ``Recorder`` that writes rows. Executors import this, never the grid module."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -7,11 +7,19 @@ import platform
 import subprocess
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
+from toolkit.atomic import write_json
 from toolkit.errors import ToolkitError
+from toolkit.results.store import write_results
+from toolkit.runner.cell import Cell
+from toolkit.runner.layout import cell_dir
+from toolkit.runner.variants import options_of
+
+if TYPE_CHECKING:
+    from toolkit.runner.grid_config import GridConfig
 
 
 def environment() -> dict[str, Any]:
@@ -65,3 +73,29 @@ def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict
     elif with_traceback and not isinstance(error, (ToolkitError, CellError)):
         row["traceback"] = "".join(traceback.format_exception(error, limit=-8))
     return row
+
+
+class Recorder:
+    """The only writer of a run folder's rows: a cell's file, then ``results.jsonl``, both atomic."""
+
+    def __init__(self, grid: "GridConfig", out_dir: Path, rows: dict[str, dict[str, Any]],
+                 on_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> None:
+        self.grid, self.out_dir, self.rows, self.on_cell = grid, out_dir, rows, on_cell
+        self.env = environment()
+
+    def base(self, cell: Cell) -> dict[str, Any]:
+        run = self.grid.run
+        return {**cell.as_row(), "options": options_of(self.grid, cell.name), "encoder": run.encoder,
+                "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
+                "executor": self.grid.executor, **self.env}
+
+    def record(self, cell: Cell, columns: dict[str, Any], seconds: float) -> dict[str, Any]:
+        row = {**self.base(cell), **columns, "time_cell_s": seconds}
+        folder = cell_dir(self.out_dir, cell)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(row, folder / "result.json")
+        self.rows[cell.id] = row
+        write_results(self.out_dir, self.rows)
+        if self.on_cell:
+            self.on_cell(cell, row)
+        return row

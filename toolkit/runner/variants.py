@@ -12,7 +12,7 @@ from toolkit.config import RunConfig, update
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
-    from toolkit.runner.grid import GridConfig
+    from toolkit.runner.grid_config import GridConfig
 
 
 def options_of(grid: GridConfig, name: str) -> dict[str, Any]:
