@@ -92,6 +92,8 @@ def test_cli_json_describes_every_plugin(installed_plugins, capsys):
     assert sample["kinds"] == ["structured"] and sample["backends"] == ["torch-pruning"]
     assert {(p["type"], p["name"]) for p in sample["provides"]} == {
         ("importance", "bn_scale"), ("importance", "bn_gradient"), ("dataset", "pairs"), ("architecture", "small_unet")}
+    provided = {p["name"]: p for p in sample["provides"]}
+    assert provided["bn_gradient"]["needs_gradients"] and not provided["bn_scale"]["needs_gradients"], "read from the class"
     assert plugins["nni"]["kinds"] == ["unstructured"] and plugins["nni"]["backends"] == ["nni", "toolkit"]
     assert plugins["smp"]["hooks"] == ["register_models"] and plugins["datasets"]["hooks"] == ["register_datasets"]
     pruners = {p["name"]: p for p in payload["pruners"]}

@@ -64,8 +64,13 @@ class Registry:
         """One entry per loaded plugin (``toolkit plugins --json``): its entry-point name,
         distribution and version, the hooks it implements, the pruner kinds and
         backends it brings, and each thing it registered."""
+        from toolkit.pruning.structured import needs_gradients
+
         self.pruners  # noqa: B018 - clashes between importances and pruners are known too
-        return self.collector.plugins()
+        entries = self.collector.plugins()
+        for provided in (p for entry in entries for p in entry["provides"] if p["type"] == "importance"):
+            provided["needs_gradients"] = needs_gradients(self.collector.importance(provided["name"]))  # its class may say
+        return entries
 
 
 def get_registry() -> Registry:
