@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.metadata as md
 import importlib.util
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -39,13 +37,9 @@ def cpu_model() -> str:
 
 
 def versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[SHORT.get(name, name)] = md.version(name)
-        except md.PackageNotFoundError:
-            found[SHORT.get(name, name)] = "absent"
-    return found
+    from toolkit.runner.rows import installed_versions
+
+    return installed_versions({SHORT.get(name, name): name for name in PACKAGES}, missing="absent")
 
 
 def machine(threads: int) -> str:
@@ -53,6 +47,17 @@ def machine(threads: int) -> str:
     libs = " ".join(f"{k} {v}" for k, v in versions().items())
     return (f"{cpu_model()}, {os.cpu_count()} cores, torch threads {threads}, "
             f"Python {platform.python_version()}; {libs}")
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    """The rows of a `toolkit compare` run folder; a folder without them ends the script with one line."""
+    from toolkit.errors import ToolkitError
+    from toolkit.results.store import iter_rows
+
+    try:
+        return list(iter_rows(run_dir))
+    except ToolkitError as exc:
+        sys.exit(f"error: {exc}")
 
 
 # -- command line ------------------------------------------------------------------------
@@ -145,13 +150,10 @@ def ort_latency_ms(model: nn.Module, x: torch.Tensor, threads: int, runs: int, w
     return time_interleaved({"model": session.timed}, runs, warmup)["model"].median_ms
 
 
-def _child(queue: Any, fn: Callable[..., Any], args: tuple, threads: int) -> None:
+def _with_threads(fn: Callable[..., Any], args: tuple, threads: int) -> Any:
     torch.set_num_threads(threads)
     warnings.filterwarnings("ignore")
-    try:
-        queue.put(("ok", fn(*args)))
-    except BaseException as exc:  # noqa: BLE001 - the error is the measurement
-        queue.put(("error", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
+    return fn(*args)
 
 
 def in_subprocess(fn: Callable[..., Any], args: tuple, timeout: float, threads: int = 1) -> tuple[str, Any]:
@@ -160,16 +162,14 @@ def in_subprocess(fn: Callable[..., Any], args: tuple, timeout: float, threads: 
     A library call that may hang (Torch-Pruning on MA-Net) or crash the
     interpreter must not take the benchmark with it. ``fn`` must be importable.
     """
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, fn, args, threads), daemon=True)
-    proc.start()
+    from toolkit.runner.isolate import CellError, CellTimeout, call_isolated
+
     try:
-        return queue.get(timeout=timeout)
-    except Exception:  # queue.Empty: no answer in time
-        return ("timeout", timeout) if proc.is_alive() else ("error", f"process died (exit code {proc.exitcode})")
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(5)
+        return "ok", call_isolated(_with_threads, fn, args, threads, timeout=timeout)
+    except CellTimeout:
+        return "timeout", timeout
+    except CellError as exc:  # the error is the measurement
+        return "error", f"{exc.type_name}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    except Exception as exc:  # noqa: BLE001 - WorkerDied: the process crashed
+        return "error", str(exc)
 

@@ -16,9 +16,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import markdown, parser, setup, write_csv
-from recovery import mean_std, read_rows
+from common import markdown, parser, read_rows, setup, write_csv
 
+from toolkit.results.aggregate import mean_std
 from toolkit.results.control import VS_CONTROL, is_control, recovery_steps, with_deltas
 
 LABELS = {"flops": "FLOPs -{:.0%}", "params": "params -{:.0%}", "latency": "latency -{:.0%}", "sparsity": "zeros {:.0%}"}

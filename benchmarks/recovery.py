@@ -13,29 +13,18 @@ is met (at most 1 point lost at -50% FLOPs, 3 at -75%).
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 
-from common import markdown, parser, setup, write_csv
+from common import markdown, parser, read_rows, setup, write_csv
 
+from toolkit.results.aggregate import mean_std
 from toolkit.results.control import VS_CONTROL, recovery_steps, with_deltas
 
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
 COLUMNS = ["method", "pruner", "target", "recovery_steps", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
            "delta_pts_std", "dense_miou", "dense_control", "seeds", "steps", "goal_pts", "goal_met"]
-
-
-def read_rows(run_dir: Path) -> list[dict]:
-    path = run_dir / "results.jsonl"
-    if not path.is_file():
-        sys.exit(f"error: {path} not found: pass the folder a `toolkit compare` run wrote")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def main() -> None:

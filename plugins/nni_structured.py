@@ -23,7 +23,7 @@ from torch import nn
 from toolkit.contract import Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.hookspecs import hookimpl
 from toolkit.results.measure import count_flops, count_parameters
-from toolkit.workbench.models import output_layers
+from toolkit.workbench.heads import output_layers
 from toolkit.pruning.importances import MaskImportance, channel_mask
 from toolkit.pruning.surgery import PRUNABLE, ChannelSurgery
 

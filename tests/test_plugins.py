@@ -21,7 +21,7 @@ BUILTIN = {"fpgm", "l1", "l2", "taylor", "lamp", "random", "linear", "agp", "mov
            "nni-l1", "nni-l2", "nni-fpgm"}
 BUILTIN_DATASETS = {"synthetic", "thin-lines", "magnetic-tile", "sscs", "nea", "severstal", "folder"}
 BUILTIN_ARCHS = {"unet", "unetplusplus", "fpn", "linknet", "manet", "resnet50", "resnext50_32x4d", "resnet18"}
-SAMPLES = {"pruners": {"sample_magnitude", "bn_scale"}, "datasets": {"pairs"}, "architectures": {"small_unet"}}
+SAMPLES = {"pruners": {"sample_magnitude", "bn_scale", "bn_gradient"}, "datasets": {"pairs"}, "architectures": {"small_unet"}}
 
 
 def test_builtins_come_through_entry_points():
@@ -91,7 +91,9 @@ def test_cli_json_describes_every_plugin(installed_plugins, capsys):
     assert sample["hooks"] == ["register_datasets", "register_importances", "register_models"]
     assert sample["kinds"] == ["structured"] and sample["backends"] == ["torch-pruning"]
     assert {(p["type"], p["name"]) for p in sample["provides"]} == {
-        ("importance", "bn_scale"), ("dataset", "pairs"), ("architecture", "small_unet")}
+        ("importance", "bn_scale"), ("importance", "bn_gradient"), ("dataset", "pairs"), ("architecture", "small_unet")}
+    provided = {p["name"]: p for p in sample["provides"]}
+    assert provided["bn_gradient"]["needs_gradients"] and not provided["bn_scale"]["needs_gradients"], "read from the class"
     assert plugins["nni"]["kinds"] == ["unstructured"] and plugins["nni"]["backends"] == ["nni", "toolkit"]
     assert plugins["smp"]["hooks"] == ["register_models"] and plugins["datasets"]["hooks"] == ["register_datasets"]
     pruners = {p["name"]: p for p in payload["pruners"]}

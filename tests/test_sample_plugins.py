@@ -112,3 +112,35 @@ def test_plugin_dataset_obeys_the_core_bad_input_rules(installed_plugins, tmp_pa
     splits = load_splits(f"pairs:{root}", image_size=16, skip_bad=True)
     assert [Path(file).name for file, _ in splits.skipped] == ["img_003.png"]
     assert len(splits.train) + len(splits.val) + len(splits.test) == 7
+
+
+def test_criterion_declaring_needs_gradients_on_its_class_prunes_with_gradients(installed_plugins):
+    """``bn_gradient`` says ``needs_gradients = True`` on its class only: it gets backward passes."""
+    import torch.nn.functional as F
+
+    from toolkit.errors import PruningError
+
+    torch.manual_seed(0)
+    model, x = small_unet(), torch.randn(4, 3, 32, 32)
+    y = (x[:, 0] > 0).long()
+    backward_passes = []
+
+    def train(model, steps, *, optimizer=None, after_backward=None, after_step=None):
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            backward_passes.append(after_backward)
+            if after_backward:
+                after_backward(model)
+            optimizer.step()
+
+    with pytest.raises(PruningError, match="needs training data for its gradients"):
+        create_pruner("bn_gradient").prune(PruneRequest(model, x[:1], 0.5, ignored_layers=output_layers(model)))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    before = channel_counts(model)
+    result = create_pruner("bn_gradient", taylor_steps=3).prune(
+        PruneRequest(model, x[:1], 0.5, ignored_layers=output_layers(model), train=train))
+    assert len(backward_passes) == 3 and all(callable(a) for a in backward_passes), "accumulate after each pass"
+    assert channel_sparsity(before, result.model) == pytest.approx(0.5, abs=0.07)
+    assert result.model(x).shape == (4, 2, 32, 32)
+    assert torch.equal(result.model.head.bias, weights["head.bias"]), "the zero learning rate kept the weights"

@@ -108,6 +108,29 @@ def test_taylor_feeds_gradients_without_changing_weights():
         assert any(torch.equal(f, g) for g in before)
 
 
+def test_a_criterion_declaring_gradients_without_accumulate_is_refused_in_one_line():
+    from toolkit import ChannelImportance, ImportanceSpec, hookimpl
+    from toolkit.plugins import Registry
+
+    class NoAccumulate(ChannelImportance):
+        needs_gradients = True
+
+        def layer_scores(self, layer, idxs):
+            return layer.weight.detach().flatten(1)[idxs].norm(dim=1)
+
+    class Plugin:
+        @hookimpl
+        def register_importances(self, register):
+            register(ImportanceSpec("no_accumulate", "declares gradients, cannot take them", lambda seed=0: NoAccumulate()))
+
+    registry = Registry(entry_points=False)
+    registry.register(Plugin(), name="no-accumulate")
+    assert "taylor_steps" in {o.name for o in registry.get("no_accumulate").spec.options}, "read from its class"
+    with pytest.raises(PruningError, match=r"needs gradients but NoAccumulate has no reset\(\) or accumulate\(\)") as err:
+        registry.create("no_accumulate").prune(request_for(tiny_unet()))
+    assert len(str(err.value).splitlines()) == 1
+
+
 def test_round_to_keeps_channel_counts_multiples():
     model = tiny_unet()
     dense = {n: m.out_channels for n, m in prunable_layers(model).items()}

@@ -18,11 +18,10 @@ import tomli_w
 from toolkit.errors import UsageError
 from toolkit.workbench.data.records import check_void_value
 from toolkit.workbench.device import check_precision, resolve_device
-from toolkit.workbench.distill import DistillConfig
 from toolkit.workbench.losses import WEIGHT_RULES, check_loss_weights, parse_loss, resolve_class_weights
 from toolkit.workbench.optim import OPTIMIZERS, RECOVERY_LRS, REGULARIZERS, SCHEDULES, check_choice, scale_for_reduction
 from toolkit.workbench.recipes import apply_recipe
-from toolkit.workbench.training import TrainConfig
+from toolkit.workbench.settings import DistillConfig, TrainConfig
 
 DEFAULT_RECIPE = "robust"  # a new dataset's (chosen from measurements); the research's is recipe = "research"
 

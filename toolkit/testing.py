@@ -46,7 +46,7 @@ from torch import nn
 
 from toolkit.contract import PruneRequest, PruneResult, check_result
 from toolkit.results.measure import sparsity as zero_fraction
-from toolkit.workbench.models import output_layers
+from toolkit.workbench.heads import output_layers
 from toolkit.workbench.training import run_steps
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ class _ModelCheck:
             return None
         import onnxruntime as ort
 
-        from toolkit.pruning.serialize import export_onnx
+        from toolkit.pruning.export import export_onnx
 
         assert self.result is not None
         model = self.result.model

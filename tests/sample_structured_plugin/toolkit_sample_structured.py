@@ -1,4 +1,4 @@
-"""A third-party plugin with one of each: a channel criterion, a dataset format, an architecture.
+"""A third-party plugin with one of each: channel criteria (one reads gradients), a dataset format, an architecture.
 
 The README's "Writing a plugin" examples; the test suite pip-installs it.
 """
@@ -21,10 +21,34 @@ class BNScale(ChannelImportance):
         return layer.weight.detach().abs()[idxs]
 
 
+class BNGradient(ChannelImportance):
+    """A gradient criterion: a channel's |gamma * dL/dgamma| summed over the backward passes it is given."""
+
+    layer_types = (nn.BatchNorm2d,)
+    needs_gradients = True  # the core calls reset(), then accumulate(model) after each backward pass
+
+    def reset(self):
+        self.sums, self.batches = {}, 0
+
+    def accumulate(self, model):
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.weight.grad is not None:
+                score = (m.weight.detach() * m.weight.grad).abs()
+                self.sums[m] = self.sums[m] + score if m in self.sums and self.sums[m].shape == score.shape else score
+        self.batches += 1
+
+    def layer_scores(self, layer, idxs):
+        if not getattr(self, "batches", 0):
+            raise RuntimeError("bn_gradient was given no backward passes")
+        return self.sums.get(layer, torch.zeros(layer.num_features))[idxs]
+
+
 @hookimpl
 def register_importances(register):
     register(ImportanceSpec("bn_scale", "channels with the smallest BatchNorm scale |gamma| removed",
                             lambda seed=0: BNScale()))
+    register(ImportanceSpec("bn_gradient", "channels with the smallest |gamma * dL/dgamma| removed",
+                            lambda seed=0: BNGradient()))
 
 
 # -- a dataset format: list the records, the toolkit reads and checks them ---------------------------

@@ -20,7 +20,7 @@ from toolkit.pruning.criteria import create_criterion
 from toolkit.pruning.masking import Masks, apply_masks, mask_sparsity, masks_from_scores, weights_by_name
 from toolkit.pruning.schedules import Schedule
 from toolkit.results.measure import sparsity
-from toolkit.workbench.models import output_layers
+from toolkit.workbench.heads import output_layers
 
 
 def ignored_layers(request: PruneRequest) -> list[nn.Module]:

@@ -70,9 +70,16 @@ class ChannelImportance(tp.importance.Importance):
     each is divided by its mean (``normalize``), so a big layer does not
     outvote a small one and global ranking can compare groups. A layer that
     returns NaN abstains; a group no layer scores stays whole.
+
+    A criterion that reads gradients sets ``needs_gradients = True`` and
+    implements ``reset()`` (forget what was gathered) and ``accumulate(model)``
+    (called after each backward pass, the weights' ``.grad`` filled): before
+    each prune the core calls ``reset()`` then runs ``taylor_steps`` backward
+    passes with a zero learning rate.
     """
 
     normalize = True
+    needs_gradients = False
     layer_types: tuple[type, ...] = (nn.modules.conv._ConvNd, nn.Linear)
 
     def layer_scores(self, layer: nn.Module, idxs: list[int]) -> torch.Tensor:
@@ -168,6 +175,8 @@ class TaylorImportance(ChannelImportance):
     the ``after_backward`` callback of a ``StepTrainer``); scores are the mean
     over those batches of ``(sum over filter of w * grad)**2``.
     """
+
+    needs_gradients = True
 
     def __init__(self) -> None:
         self._sums: dict[nn.Module, torch.Tensor] = {}

@@ -20,7 +20,7 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.errors import UsageError
-from toolkit.workbench.models import output_layers
+from toolkit.workbench.heads import output_layers
 
 ROLES = ("first_conv", "stem", "head")
 

@@ -25,7 +25,7 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.pruning.surgery import PRUNABLE, _out_channels, traceable
-from toolkit.workbench.models import output_layers
+from toolkit.workbench.heads import output_layers
 from toolkit.workbench.optim import REGULARIZERS, check_choice
 
 _PRUNERS = {  # the Torch-Pruning pruner whose ``regularize`` each name stands for, with the criterion it ranks by

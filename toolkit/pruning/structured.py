@@ -74,6 +74,28 @@ GRADIENT_OPTIONS: tuple[Option, ...] = (
 )
 
 
+def needs_gradients(spec: ImportanceSpec, importance: Any = None) -> bool:
+    """Whether the criterion gets backward passes: declared on its ``ImportanceSpec``, or as
+    ``needs_gradients = True`` on its class. Given the built ``importance`` (when pruning), one that
+    declares it without ``reset()`` and ``accumulate(model)`` is refused with a ``PruningError``."""
+    probe = importance if importance is not None else _probe(spec)
+    declared = spec.needs_gradients or bool(getattr(probe, "needs_gradients", False))
+    missing = [m for m in ("reset", "accumulate") if not callable(getattr(importance, m, None))]
+    if declared and importance is not None and missing:
+        raise PruningError(f"criterion {spec.name!r} needs gradients but {type(importance).__name__} has no "
+                           f"{' or '.join(m + '()' for m in missing)}: implement reset() and accumulate(model)")
+    return declared
+
+
+def _probe(spec: ImportanceSpec) -> Any:
+    """The criterion built with default options, to read what its class declares (its options are
+    listed before any prune); the factory itself when that fails (it fails again, with its message, then)."""
+    try:
+        return spec.factory(seed=0, **{o.name: o.default for o in spec.options})
+    except Exception:  # noqa: BLE001 - see above
+        return spec.factory
+
+
 def _feed_gradients(importance: Any, train: Callable[..., None], model: nn.Module, steps: int) -> None:
     """Backward passes with a zero learning rate: gradients for the scores, weights unchanged."""
     importance.reset()
@@ -267,15 +289,16 @@ class ImportancePruner:
 
     def prune(self, request: PruneRequest) -> PruneResult:
         model, x = request.model, request.example_inputs
-        self._check(request)
         importance = self.spec.factory(seed=request.seed, **self.importance_options)
+        gradients = needs_gradients(self.spec, importance)
+        self._check(request, gradients)
         ignored = [*request.ignored_layers, *protected_layers(model, x, parse_roles(self.protect))]
         surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=self.round_to,
                                keep_residual=self.keep_residual, max_rate=self.max_rate)
         rate, rate_dict, search = request.sparsity, None, None
         cost = request.target if request.target is not None and request.target.is_cost else None
         planned = cost is not None or bool(self.round_to) or self.global_pruning  # decided on scores before pruning
-        if self.spec.needs_gradients and (planned or self.sensitivity):
+        if gradients and (planned or self.sensitivity):
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
@@ -300,7 +323,7 @@ class ImportancePruner:
         keep = copy.deepcopy(model) if floor is not None else None
         stopped = "target"
         for step in range(1, steps + 1):
-            if self.spec.needs_gradients:
+            if gradients:
                 _feed_gradients(importance, request.train, model, self.taylor_steps)
             reached = surgery.step()
             score = None
@@ -371,8 +394,8 @@ class ImportancePruner:
                              "scanned_rates": list(rates), "drops": scanned.drops,
                              "most_sensitive": scanned.ranking()[:10]}
 
-    def _check(self, request: PruneRequest) -> None:
-        if self.spec.needs_gradients and request.train is None:
+    def _check(self, request: PruneRequest, gradients: bool) -> None:
+        if gradients and request.train is None:
             raise PruningError(
                 f"{self.spec.name} needs training data for its gradients: give the request a trainer (request.train)"
             )
@@ -394,7 +417,7 @@ def _record(step: int, rate: float, sparsity: float, model: nn.Module, x: torch.
 def importance_pruner_spec(spec: ImportanceSpec) -> PrunerSpec:
     """The structured pruner the core builds around a registered importance."""
     own = {o.name for o in spec.options}
-    machinery = tuple(o for o in (*STRUCTURED_OPTIONS, *(GRADIENT_OPTIONS if spec.needs_gradients else ())) if o.name not in own)
+    machinery = tuple(o for o in (*STRUCTURED_OPTIONS, *(GRADIENT_OPTIONS if needs_gradients(spec) else ())) if o.name not in own)
     machinery_names = {o.name for o in machinery}
 
     def factory(**options: Any) -> ImportancePruner:
@@ -435,12 +458,13 @@ def prune_channels(
     if (rate is None) == (target is None):
         raise UsageError("give exactly one of rate= or target=")
     if isinstance(importance, str):
-        from toolkit.plugins import get_registry
+        from toolkit.registry import get_collector
 
-        spec = get_registry().importance(importance)
-        if spec.needs_gradients:
+        spec = get_collector().importance(importance)
+        built = spec.factory(seed=seed)
+        if needs_gradients(spec, built):
             raise UsageError(f"{importance} needs gradients: build it, feed it backward passes, and pass the object")
-        importance = spec.factory(seed=seed)
+        importance = built
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
                            round_to=round_to, keep_residual=keep_residual, max_rate=max_rate)

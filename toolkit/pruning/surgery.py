@@ -3,7 +3,7 @@
 **Pruning rate.** A structured pruning rate ``r`` is the fraction of *output
 channels* removed from each prunable layer; a prunable layer is every
 convolution (grouped and depthwise ones included) and linear layer except the
-layers that produce the task's classes (``toolkit.workbench.models.output_layers``: what
+layers that produce the task's classes (``toolkit.workbench.heads.output_layers``: what
 the architecture's ``ModelSpec`` names, by default the segmentation head or a
 classifier's ``fc``) and layers the caller asks to keep.
 Layers that must lose the same channels (a residual sum, a concatenation's
@@ -78,7 +78,7 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.errors import PruningError
-from toolkit.workbench.models import output_layers
+from toolkit.workbench.heads import output_layers
 
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 

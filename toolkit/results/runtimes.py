@@ -284,7 +284,7 @@ def open_sessions(model: nn.Module, example: torch.Tensor, runtimes: Sequence[st
 def _export_for_runtimes(model: nn.Module, example: torch.Tensor, path: Path) -> Path | str:
     """The model as ONNX (``toolkit export``'s exporter), or why it could not be exported: a model
     the exporter cannot trace gets its reason in the row, not a failed cell."""
-    from toolkit.pruning.serialize import export_onnx
+    from toolkit.pruning.export import export_onnx
 
     _import("onnx", "onnx")
     on_cpu = model if next(model.parameters()).device.type == "cpu" else _cpu_copy(model)
@@ -369,7 +369,7 @@ def export_checked(model: nn.Module, example: torch.Tensor, out: str | Path, fmt
     """Export ``model`` to ``fmt`` (onnx, openvino), run the file in its runtime on ``example`` and
     compare with PyTorch: a difference past ``tolerance`` raises ``ExportMismatch`` (the file is
     kept to inspect); then time the file as deployed."""
-    from toolkit.pruning.serialize import export_onnx, export_openvino
+    from toolkit.pruning.export import export_onnx, export_openvino
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from toolkit.atomic import write_text
 from toolkit.errors import UsageError
 
 RESULTS = "results.jsonl"
@@ -40,10 +41,7 @@ def finished(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 def write_results(out_dir: Path, rows: dict[str, dict[str, Any]]) -> Path:
     path = out_dir / RESULTS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
-    tmp.replace(path)
-    return path
+    return write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows.values()))
 
 
 def iter_rows(out_dir: Path) -> Iterator[dict[str, Any]]:

@@ -17,15 +17,16 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from toolkit.atomic import write_text
 from toolkit.errors import UsageError
+from toolkit.runner.grid_config import TrackingConfig  # noqa: F401 - re-exported: its old home
 
 if TYPE_CHECKING:
     from toolkit.runner.cell import Cell
-    from toolkit.runner.grid import GridConfig
+    from toolkit.runner.grid_config import GridConfig
 
 LOCAL = "local"  # the store inside the run folder
 STATE = "mlflow.json"
@@ -41,15 +42,6 @@ VERSIONS = ("toolkit", "torch", "smp", "timm", "torch_pruning", "nni", "thop", "
             "git_commit", "cpu_capability")
 FILES = ("config.toml", "result.json", "stats.json", "curves.png", "*_metrics.csv", "examples.npz")
 MODELS = ("pruned.pt", "dense.pt")
-
-
-@dataclass
-class TrackingConfig:
-    """``mlflow``: none = no tracking, ``local`` = a store in the run folder, else a tracking URI."""
-
-    mlflow: str | None = None
-    models: bool = False  # log pruned.pt and dense.pt too: large
-    experiment: str = "toolkit"
 
 
 def store_uri(mlflow: str, out_dir: Path) -> str:
@@ -222,10 +214,7 @@ class Tracker:
                   "its files are intact; run the same command again to log what is missing", file=sys.stderr)
 
     def _save(self) -> None:
-        path = self.out_dir / STATE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=1))
-        tmp.replace(path)
+        write_text(self.out_dir / STATE, json.dumps(self.state, indent=1))
 
 
 def metrics_of(row: dict[str, Any], curves: list[dict[str, Any]] | None) -> list[tuple[str, float, int]]:

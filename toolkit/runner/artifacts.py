@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toolkit.atomic import write_bytes
+
 LEFT_BEHIND = ("*_last.pt", "*.tmp")
 
 
@@ -28,6 +30,4 @@ def unpack(files: dict[str, bytes], folder: Path) -> None:
         if folder.resolve() not in path.resolve().parents:
             raise ValueError(f"{name!r} lies outside {folder}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_bytes(path, data)

@@ -13,76 +13,25 @@ as failed with the reason, and the grid goes on.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
-import platform
-import subprocess
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
+from toolkit.atomic import write_json
 from toolkit.config import RunConfig, read_toml, update, use_recipe
-from toolkit.errors import ToolkitError, UsageError
+from toolkit.errors import UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.control import CONTROL
 from toolkit.results.store import SETTINGS, added_settings_hint, finished, read_settings, write_results
-from toolkit.results.tracking import TrackingConfig, open_tracker
+from toolkit.results.tracking import open_tracker
 from toolkit.runner.cell import Cell
+from toolkit.runner.grid_config import (  # noqa: F401 - re-exported: their old home
+    EXECUTORS, GridConfig, RayConfig, TrackingConfig, demo_run_config,
+)
+from toolkit.runner.layout import cell_dir, dense_dir  # noqa: F401 - re-exported: their old home
 from toolkit.runner.lock import hold
-from toolkit.runner.stages import write_json
-
-EXECUTORS = ("local", "ray")
-
-
-@dataclass
-class RayConfig:
-    """Where and how big: ``address`` none = start a local Ray, ``auto`` = the running cluster."""
-
-    address: str | None = None
-    cpus_per_cell: float = 1.0
-    gpus_per_cell: float = 0.0
-    max_retries: int = 2  # a cell whose worker died is run again this many times, then fails
-
-
-@dataclass
-class GridConfig:
-    """The grid and the per-cell settings. The defaults are the demo: a few minutes on 2 CPU cores."""
-
-    archs: list[str] = field(default_factory=lambda: ["fpn", "unet"])
-    # the dense control first: every "IoU change" is then against the dense model trained for the same steps
-    plugins: list[str] = field(default_factory=lambda: ["dense", "fpgm", "l1", "agp"])
-    sparsities: list[float] = field(default_factory=lambda: [0.5, 0.75])  # each pruner's own measure
-    targets: list[str] = field(default_factory=list)  # cost targets, e.g. ["flops=0.5"]
-    datasets: list[str] = field(default_factory=lambda: ["synthetic"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    # steps trained after pruning (prune stage + fine-tune), one cell per value; empty = the run's epochs
-    recovery_steps: list[int] = field(default_factory=list)
-    plugin_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per plugin name
-    plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
-    plugin_targets: dict[str, list[str]] = field(default_factory=dict)  # per plugin name, instead of sparsities + targets
-    # a pruner under another name with its own options or distillation, usable in `plugins`:
-    # [variants.fpgm-distill] plugin = "fpgm", options = {...}, distill = true
-    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
-    examples: int = 3  # test images drawn per cell in the report
-    executor: str = "local"
-    cell_timeout: float | None = None  # seconds; a cell running longer fails as "timed out"
-    # time every model again once the cells are done, in one process, interleaved (toolkit.runner.retime);
-    # unset: on for the local executor (the machine is then quiet), off on Ray (toolkit report --retime)
-    retime: bool | None = None
-    ray: RayConfig = field(default_factory=RayConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # [tracking] mlflow = "URI"
-    run: RunConfig = field(default_factory=lambda: demo_run_config())
-
-
-def demo_run_config() -> RunConfig:
-    """Tiny settings of the demo: small images, a small encoder, a few steps per stage."""
-    cfg = RunConfig(encoder="resnet18", image_size=64, limit=120, epochs_train=3, epochs_prune=1,
-                    epochs_finetune=2, pruning_steps=4, latency_runs=5)
-    cfg.train.max_steps_per_epoch = 12
-    return cfg
+from toolkit.runner.rows import Recorder, environment, failed_row  # noqa: F401 - re-exported
+from toolkit.runner.variants import options_of, settings_of  # noqa: F401 - re-exported
 
 
 def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
@@ -181,26 +130,6 @@ def _check_names(grid: GridConfig) -> None:
         spec.create(options_of(grid, name))  # options are checked against the spec
 
 
-def options_of(grid: GridConfig, name: str) -> dict[str, Any]:
-    """A plugin's or variant's options."""
-    if name in grid.variants:
-        options = grid.variants[name].get("options", {})
-        if not isinstance(options, dict):
-            raise UsageError(f"variants.{name}.options must be a table")
-        return dict(options)
-    return dict(grid.plugin_options.get(name, {}))
-
-
-def settings_of(grid: GridConfig, name: str) -> RunConfig:
-    """The run settings a plugin's or variant's cells use: the grid's, with a variant's distillation."""
-    distill = grid.variants.get(name, {}).get("distill")
-    if distill is None:
-        return grid.run
-    settings = dataclasses.replace(grid.run, distill=dataclasses.replace(grid.run.distill))
-    update(settings.distill, {"enabled": distill} if isinstance(distill, bool) else distill, f"variants.{name}.distill")
-    return settings
-
-
 def targets_of(grid: GridConfig, plugin: str) -> list[Target]:
     """A plugin's (or variant's) targets: its own list, else the grid's sparsities and targets
     (the dense control's: 0, it prunes nothing)."""
@@ -222,85 +151,6 @@ def cells(grid: GridConfig) -> list[Cell]:
         for seed in grid.seeds for d in grid.datasets for a in grid.archs for p in grid.plugins
         for t in targets_of(grid, p) for budget in (grid.recovery_steps or [None])
     ]
-
-
-def dense_dir(out_dir: Path, cell: Cell) -> Path:
-    return out_dir / "dense" / cell.dense_id
-
-
-def cell_dir(out_dir: Path, cell: Cell) -> Path:
-    return out_dir / "cells" / cell.id
-
-
-def environment() -> dict[str, Any]:
-    """Versions and machine facts that a reader needs to reproduce a row."""
-    import segmentation_models_pytorch as smp
-
-    import toolkit
-    from toolkit.workbench.device import cpu_name
-
-    versions = {"toolkit": toolkit.__version__, "torch": torch.__version__, "smp": smp.__version__,
-                "python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_name(),
-                "cpu_threads": torch.get_num_threads(), "host": platform.node()}
-    # torch picks CPU kernels by instruction set, timm builds the encoders and Pillow decodes the
-    # images: each can move a seed's numbers between machines whose torch and smp agree
-    versions["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    # the installed distribution's version: Torch-Pruning 1.6.1's module still says 1.6.0
-    for dist, key in (("torch-pruning", "torch_pruning"), ("nni", "nni"), ("thop", "thop"), ("timm", "timm"),
-                      ("numpy", "numpy"), ("pillow", "pillow")):
-        try:
-            versions[key] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # a missing optional backend is a fact, not an error
-            versions[key] = "not installed"
-    try:
-        versions["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).parent,
-        ).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        versions["git_commit"] = None
-    return versions
-
-
-def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict[str, Any]:
-    """The columns of a failed cell: the reason in one line (and the traceback of a bug)."""
-    from toolkit.runner.isolate import CellError
-
-    if isinstance(error, str):
-        return {"status": "failed", "error": error}
-    name = error.type_name if isinstance(error, CellError) else type(error).__name__
-    row = {"status": "failed", "error": f"{name}: {error}".splitlines()[0]}
-    if with_traceback and isinstance(error, CellError) and not error.user_error:
-        row["traceback"] = error.detail
-    elif with_traceback and not isinstance(error, (ToolkitError, CellError)):
-        row["traceback"] = "".join(traceback.format_exception(error, limit=-8))
-    return row
-
-
-class Recorder:
-    """The only writer of a run folder's rows: a cell's file, then ``results.jsonl``, both atomic."""
-
-    def __init__(self, grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]],
-                 on_cell: Callable[[Cell, dict[str, Any]], None] | None = None) -> None:
-        self.grid, self.out_dir, self.rows, self.on_cell = grid, out_dir, rows, on_cell
-        self.env = environment()
-
-    def base(self, cell: Cell) -> dict[str, Any]:
-        run = self.grid.run
-        return {**cell.as_row(), "options": options_of(self.grid, cell.name), "encoder": run.encoder,
-                "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
-                "executor": self.grid.executor, **self.env}
-
-    def record(self, cell: Cell, columns: dict[str, Any], seconds: float) -> dict[str, Any]:
-        row = {**self.base(cell), **columns, "time_cell_s": seconds}
-        folder = cell_dir(self.out_dir, cell)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(row, folder / "result.json")
-        self.rows[cell.id] = row
-        write_results(self.out_dir, self.rows)
-        if self.on_cell:
-            self.on_cell(cell, row)
-        return row
 
 
 def run_grid(

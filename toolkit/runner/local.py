@@ -16,15 +16,17 @@ from tqdm.auto import tqdm
 from toolkit.runner.cell import Cell, run_cell
 from toolkit.runner.dense import train_dense
 from toolkit.runner.isolate import call_isolated
+from toolkit.runner.layout import cell_dir, dense_dir
+from toolkit.runner.rows import failed_row
+from toolkit.runner.variants import options_of, settings_of
 
 if TYPE_CHECKING:
     from toolkit.config import RunConfig
-    from toolkit.runner.grid import GridConfig, Recorder
+    from toolkit.runner.grid_config import GridConfig
+    from toolkit.runner.rows import Recorder
 
 
 def run_locally(grid: "GridConfig", out_dir: Path, todo: list[Cell], recorder: "Recorder") -> None:
-    from toolkit.runner.grid import cell_dir, dense_dir, failed_row, options_of, settings_of
-
     dense: dict[str, Any] = {}  # dense_id -> stats, or the exception that stopped it
     bar = tqdm(todo, desc="cells", unit="cell", disable=not grid.run.train.progress)
     for cell in bar:
@@ -52,8 +54,6 @@ def run_cell_guarded(cell: Cell, settings: "RunConfig", dense: dict[str, Any], f
                      options: dict[str, Any], examples: int, timeout: float | None) -> dict[str, Any]:
     """A cell's row columns under the grid's rules, on any executor: with ``timeout`` it runs in a
     child process that is stopped past it; a plugin that raises fails its own row, not the run."""
-    from toolkit.runner.grid import failed_row
-
     try:
         if timeout:
             columns = call_isolated(run_cell, cell, settings, dense, folder, timeout=timeout, options=options,

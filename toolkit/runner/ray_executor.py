@@ -38,7 +38,8 @@ from toolkit.runner.artifacts import pack, unpack
 if TYPE_CHECKING:
     from toolkit.config import RunConfig
     from toolkit.runner.cell import Cell
-    from toolkit.runner.grid import GridConfig, Recorder
+    from toolkit.runner.grid_config import GridConfig
+    from toolkit.runner.rows import Recorder
 
 CHECKPOINT = "dense.pt"
 
@@ -142,7 +143,8 @@ def run_on_ray(grid: "GridConfig", out_dir: Path, todo: list["Cell"], recorder: 
 
 def _submit(ray: Any, grid: "GridConfig", out_dir: Path, todo: list["Cell"], attempts: Any) -> dict[Any, tuple]:
     """The task graph: a dense task per model not yet on disk, a cell task per cell taking its result."""
-    from toolkit.runner.grid import dense_dir, options_of, settings_of
+    from toolkit.runner.layout import dense_dir
+    from toolkit.runner.variants import options_of, settings_of
 
     reserve = {"num_cpus": grid.ray.cpus_per_cell, "num_gpus": grid.ray.gpus_per_cell,
                "max_retries": grid.ray.max_retries, "scheduling_strategy": "SPREAD"}
@@ -174,7 +176,7 @@ def _collect(ray: Any, grid: "GridConfig", out_dir: Path, pending: dict[Any, tup
     """Write each result as it arrives: a dense model's files, a cell's files and then its row."""
     from tqdm.auto import tqdm
 
-    from toolkit.runner.grid import cell_dir
+    from toolkit.runner.layout import cell_dir
 
     cells = sum(what == "cell" for what, *_ in pending.values())
     with tqdm(total=cells, desc="cells", unit="cell", disable=not grid.run.train.progress) as bar:
@@ -313,7 +315,7 @@ def _write_dense(ray: Any, model_ref: Any, folder: Path, files_ref: Any) -> None
 
 def _lost(ray: Any, exc: BaseException, cell: "Cell", attempts: Any) -> dict[str, Any]:
     """The failed row of a cell that never answered, naming why."""
-    from toolkit.runner.grid import failed_row
+    from toolkit.runner.rows import failed_row
 
     if isinstance(exc, ray.exceptions.RayTaskError):  # its dense model raised: the local executor's reason
         cause = exc.cause

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toolkit.atomic import write_json  # noqa: F401 - re-exported: its old home
 from toolkit.config import RunConfig
 from toolkit.contract import PruneRequest, PruneResult, check_result
 from toolkit.errors import UsageError
@@ -167,12 +167,6 @@ def save_model(model: nn.Module, rebuild: dict[str, Any], path: Path, structured
         return save_pruned(model, path, rebuild, meta=meta)  # recipe + layer widths + weights
     atomic_save({"recipe": rebuild, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
     return path
-
-
-def write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
 
 
 def drop_resume_checkpoints(folder: Path) -> None:

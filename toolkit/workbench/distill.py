@@ -22,7 +22,6 @@ encoder's stages (Zagoruyko & Komodakis 2017): each stage's spatial map
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -30,38 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.errors import UsageError
+from toolkit.workbench.heads import output_layers
+from toolkit.workbench.settings import KINDS, DistillConfig  # noqa: F401 - re-exported: their old home
 
-KINDS = ("logits", "features", "both")
 AFFINITY_SIDE = 32  # decoder maps larger than this are average-pooled first: the pair map grows as side^4
-
-
-@dataclass
-class DistillConfig:
-    """``distill = {enabled = true, temperature = 4, weight = 1}`` in TOML, ``--distill`` on the command line."""
-
-    enabled: bool = False
-    kind: str = "logits"  # logits | features | both: which of the teacher's outputs the student matches
-    temperature: float = 4.0
-    weight: float = 1.0  # the logit KL term's
-    decoder_weight: float = 1.0  # the decoder features' pair-wise term's (kind = features or both)
-    feature_weight: float = 0.0  # attention transfer on the encoder's stages, with any kind
-
-    def validate(self) -> "DistillConfig":
-        if self.kind not in KINDS:
-            raise UsageError(f"distill.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if self.temperature <= 0:
-            raise UsageError(f"distill.temperature must be > 0, got {self.temperature}")
-        if self.weight < 0 or self.feature_weight < 0 or self.decoder_weight < 0:
-            raise UsageError("distill weights must be >= 0")
-        return self
-
-    @property
-    def logits(self) -> bool:
-        return self.kind in ("logits", "both")
-
-    @property
-    def decoder(self) -> bool:
-        return self.kind in ("features", "both")
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -105,8 +76,6 @@ class _HeadInput:
     """Captures what a model's output layer reads during a forward pass: the decoder's features."""
 
     def __init__(self, model: nn.Module) -> None:
-        from toolkit.workbench.models import output_layers  # the registry: settings import this module
-
         heads = output_layers(model)
         if not heads:
             raise UsageError("distill.kind = features needs a model whose output layer is known (the smp architectures)")

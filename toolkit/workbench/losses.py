@@ -25,7 +25,7 @@ from torch import nn
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
-    from toolkit.workbench.training import TrainConfig
+    from toolkit.workbench.settings import TrainConfig
 
 LOSSES = {
     "tversky": "Tversky (smp): alpha weighs false positives, beta false negatives; 0.5/0.5 is Dice",

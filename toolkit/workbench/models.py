@@ -13,7 +13,8 @@ from typing import Any, Callable
 from torch import nn
 
 from toolkit.errors import UsageError
-from toolkit.plugins import get_registry, matching
+from toolkit.workbench.heads import attach_output_layers, output_layers  # noqa: F401 - re-exported
+from toolkit.registry import get_collector, matching
 
 DEFAULT_ENCODER = "resnet101"  # as in the corrosion study
 ARCH_ATTRIBUTE = "toolkit_arch"  # set on every model create_model builds: which spec it came from
@@ -21,13 +22,13 @@ ARCH_ATTRIBUTE = "toolkit_arch"  # set on every model create_model builds: which
 
 def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
     """Registered architecture names, optionally matching a glob and of one task (``segmentation``)."""
-    models = get_registry().models
+    models = get_collector().models
     return matching([n for n, reg in models.items() if task is None or reg.spec.task == task], pattern)
 
 
 def check_segmentation(arch: str) -> None:
     """A registered segmentation architecture, what train, prune and compare need; else a ``UsageError``."""
-    spec = get_registry().model(arch)
+    spec = get_collector().model(arch)
     if spec.task != "segmentation":
         raise UsageError(f"{arch} is a {spec.task} model (for the pruners' cost tables); train, prune and compare "
                          f"need a segmentation architecture: {', '.join(list_models(task='segmentation'))}")
@@ -46,7 +47,7 @@ def create_model(
     (loaded offline where the toolkit knows a local source, else a clear
     ``WeightsError``) or a path to a local encoder ``state_dict`` file.
     """
-    spec = get_registry().model(arch)
+    spec = get_collector().model(arch)
     if num_classes < 1:
         raise UsageError(f"num_classes must be at least 1, got {num_classes}")
     weights = None if encoder_weights in (None, "none") else encoder_weights
@@ -54,6 +55,7 @@ def create_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"architecture {arch!r}: build() must return a torch.nn.Module, got {type(model).__name__}")
     setattr(model, ARCH_ATTRIBUTE, arch)
+    attach_output_layers(model, spec.output_layers)
     return model
 
 
@@ -80,22 +82,3 @@ def smp_model(
 
         load_encoder_weights(model.encoder, encoder, encoder_weights)
     return model
-
-
-def output_layers(model: nn.Module) -> list[nn.Module]:
-    """Layers whose outputs are the task's classes: never pruned.
-
-    What the model's ``ModelSpec.output_layers`` says for a model built by
-    ``create_model``; otherwise (and when a spec leaves it ``None``) smp's
-    ``segmentation_head`` / ``classification_head``, or a classifier's final
-    ``fc`` (torchvision).
-    """
-    arch = getattr(model, ARCH_ATTRIBUTE, None)
-    if arch is not None:
-        own = get_registry().model(arch).output_layers
-        if own is not None:
-            return list(own(model))
-    layers = [m for name in ("segmentation_head", "classification_head") if (m := getattr(model, name, None)) is not None]
-    if not layers and isinstance(getattr(model, "fc", None), nn.Linear):
-        layers.append(model.fc)
-    return layers

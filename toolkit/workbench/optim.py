@@ -19,7 +19,7 @@ from torch.optim import lr_scheduler
 from toolkit.errors import UsageError
 
 if TYPE_CHECKING:
-    from toolkit.workbench.training import TrainConfig
+    from toolkit.workbench.settings import TrainConfig
 
 OPTIMIZERS = {
     "sgd": "SGD with momentum (the research's; momentum, weight_decay)",

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
+from toolkit.atomic import atomic_write
 from toolkit.errors import UsageError
 from toolkit.workbench.data.crops import RandomCrops
 from toolkit.workbench.device import autocast, grad_scaler
@@ -35,48 +36,9 @@ from toolkit.workbench.losses import count_class_pixels, make_loss, needs_pixel_
 from toolkit.workbench.metrics import IoU, IoUMeter
 from toolkit.workbench.optim import make_optimizer, make_schedule
 from toolkit.workbench.sanity import warn_stuck
+from toolkit.workbench.settings import TrainConfig  # noqa: F401 - re-exported: its old home
 from toolkit.workbench.sliding_window import sliding_window_logits
 from toolkit.workbench.seeding import derive, seed_worker
-
-
-@dataclass
-class TrainConfig:
-    """Defaults are the research's; tests and the demo shrink epochs and steps."""
-
-    batch_size: int = 4
-    momentum: float = 0.5
-    lr_min: float = 1e-4
-    lr_max: float = 1e-2
-    clr_step: int = 2000  # iterations from lr_min to lr_max (half a cycle)
-    tversky_alpha: float = 0.5
-    tversky_beta: float = 0.5
-    ema_alpha: float = 0.1
-    include_background: bool = False  # in the mean IoU
-    max_steps_per_epoch: int | None = None  # cap for quick runs
-    sampling: str = "shuffle"  # or "balanced": every stratum (class folder) drawn equally often
-    workers: int = 0  # DataLoader worker processes
-    pin_memory: bool = False  # page-locked batches, faster copies to a GPU
-    progress: bool = True
-    # method settings beyond the research's; recipes.py presets them by name
-    recipe: str = "research"  # research | robust: sets the values below, explicit settings override
-    loss: str = "tversky"  # tversky, dice, focal, lovasz, ce, or a sum such as "dice+ce"
-    loss_weights: dict[str, float] = field(default_factory=dict)  # per term, e.g. {dice = 1.0, ce = 0.5}
-    class_weights: list[float] | str = "none"  # for ce/focal: none, auto (inverse-sqrt frequency) or one a class
-    optimizer: str = "sgd"  # sgd | adamw
-    weight_decay: float = 0.0
-    schedule: str = "cyclic"  # cyclic | onecycle | cosine
-    warmup_steps: int = 0  # onecycle/cosine: linear rise from lr_min to lr_max
-    recovery_lr_scale: float = 1.0  # the prune and fine-tune stages peak at lr_max x this (unless they set lr_max)
-    crop_size: int = 0  # train on random crops of this side (images held at image_size); 0 = whole images
-    foreground_crop: float = 0.0  # probability that a crop is centred on a defect pixel
-    eval_window: int = 0  # evaluate in overlapping windows of this side; 0 = whole images
-    zero_iou_patience: int = 5  # warn when a defect class has 0 validation IoU this many validations; 0 = never
-    val_every: int = 1  # validate every N epochs and after the last; the weights do not depend on it
-    # prune-aware dense training (toolkit.pruning.regularizers): none | group_norm | bn_l1, in the train stage only
-    sparsity_regularizer: str = "none"
-    regularizer_strength: float = 1e-4  # the regulariser's coefficient (Torch-Pruning's ``reg``)
-    recovery_lr: str = "scale"  # the fine-tune's peak: scale (lr_max x recovery_lr_scale) | by-flops | lr-find
-    channels_last: bool = False  # model and batches in NHWC memory format (often faster convolutions on CPU)
 
 
 def balanced_sampler(dataset: Dataset, generator: torch.Generator) -> WeightedRandomSampler:
@@ -475,16 +437,16 @@ class Trainer:
 
 def atomic_save(obj: object, path: Path) -> None:
     """Write to a temporary file and rename, so an interrupted save never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_history(history: list[EpochRecord], path: Path) -> None:
     rows = [asdict(h) for h in history]
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["stage"])
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["stage"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)

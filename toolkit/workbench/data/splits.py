@@ -19,7 +19,7 @@ import numpy as np
 
 from toolkit.contract import DataRequest, DatasetSpec, Listing, Record
 from toolkit.errors import DataError, UsageError
-from toolkit.plugins import get_registry
+from toolkit.registry import get_collector
 from toolkit.workbench.data.dataset import SegmentationDataset, Triple
 from toolkit.workbench.data.records import VOID_HINT, Arrays, check_void_value, read_records
 
@@ -41,12 +41,12 @@ class DatasetSplits:
 
 def list_datasets() -> dict[str, str]:
     """Every registered dataset format (built-in and plugins') and its description."""
-    return {name: reg.spec.description for name, reg in get_registry().datasets.items()}
+    return {name: reg.spec.description for name, reg in get_collector().datasets.items()}
 
 
 def parse_source(source: str) -> tuple[str, str | None]:
     """``NAME``, ``NAME:PATH`` or a bare folder, whose format a registered spec recognises."""
-    registry = get_registry()
+    registry = get_collector()
     formats = registry.datasets
     name, sep, rest = source.partition(":")
     if sep and name in formats and formats[name].spec.path != "none":
@@ -158,7 +158,7 @@ def load_splits(
     if limit is not None and limit < 3:
         raise UsageError(f"--limit must be at least 3 (train, validation and test need an image each), got {limit}")
     fmt, path = parse_source(source)
-    spec = get_registry().dataset(fmt)
+    spec = get_collector().dataset(fmt)
     rng = np.random.default_rng(seed)
     request = DataRequest(None if path is None else Path(path).expanduser(), seed, image_size, limit)
     listing = _listing(spec, request)
