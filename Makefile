@@ -24,7 +24,7 @@ demo: .venv/.installed
 	.venv/bin/toolkit compare --out runs/demo
 
 test: .venv-test/.installed
-	.venv-test/bin/python -m pytest -q
+	.venv-test/bin/python -m pytest -q --durations=15
 
 clean:
 	rm -rf .venv .venv-test runs

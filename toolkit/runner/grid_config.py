@@ -62,7 +62,9 @@ class GridConfig:
 
 def demo_run_config() -> RunConfig:
     """Tiny settings of the demo: small images, a small encoder, a few steps per stage."""
+    # timed on eager PyTorch and ONNX Runtime (the `onnx` extra the demo installs); a grid of its own
+    # adds OpenVINO with latency_runtimes = ["eager", "onnxruntime", "openvino"] (RunConfig's default)
     cfg = RunConfig(encoder="resnet18", image_size=64, limit=120, epochs_train=3, epochs_prune=1,
-                    epochs_finetune=2, pruning_steps=4, latency_runs=5)
+                    epochs_finetune=2, pruning_steps=4, latency_runs=5, latency_runtimes=["eager", "onnxruntime"])
     cfg.train.max_steps_per_epoch = 12
     return cfg
