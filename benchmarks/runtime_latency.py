@@ -1,0 +1,115 @@
+"""What half the FLOPs buy on the runtimes users deploy with, by channel rounding (issue 23).
+
+For each smp architecture with the EfficientNet-Lite0 encoder: the dense model
+and ``fpgm`` pruned to ``--target`` (default ``flops=0.5``) with ``round_to``
+none / 8 / 16 / 32 (the toolkit's allocation: nearest multiple, the FLOP
+target met within a point; ``toolkit.pruning.allocation``). Every model of an
+architecture is exported as ``toolkit export`` does and timed on ONNX Runtime
+and OpenVINO (CPU), batch 1, interleaved (one pass of each model per round),
+so background load falls on all alike. Columns match
+``benchmarks/results/runtime-latency.csv``: arch, runtime, round_to,
+flops_reduction_pct, latency_ms_dense, latency_ms_pruned, speedup (plus the
+interquartile ranges). ``test_miou`` stays blank here: the pruned models' IoU
+at one recovery budget comes from the recovery-budget grid (issue 21), not
+from this timing script.
+
+Weights are random: a latency depends on the shapes, and the shapes come from
+the FLOP target and the rounding (fpgm's choice of which channels only moves
+the IoU). Measure on a quiet machine: nothing else computing.
+
+Run:  .venv/bin/python benchmarks/runtime_latency.py
+      .venv/bin/python benchmarks/runtime_latency.py --archs fpn --round-to none,16 --runs 10
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import torch
+
+from common import csv_list, markdown, parser, pct, setup, stopwatch, write_csv
+from toolkit.pruning.structured import prune_channels
+from toolkit.results.measure import count_flops
+from toolkit.results.runtimes import LABELS, open_sessions, time_interleaved
+from toolkit.workbench.models import create_model, output_layers
+
+ARCHS = ["unet", "unetplusplus", "fpn", "linknet", "manet"]
+RUNTIMES = ["onnxruntime", "openvino"]
+COLUMNS = ["arch", "runtime", "round_to", "flops_reduction_pct", "latency_ms_dense", "latency_ms_pruned", "speedup",
+           "flop_speedup", "iqr_ms_dense", "iqr_ms_pruned", "test_miou"]
+
+
+def round_to(text: str) -> int | None:
+    return None if text.lower() in ("none", "0", "1") else int(text)
+
+
+def arguments() -> Any:
+    p = parser("runtime-latency", __doc__.split("\n\n")[0])
+    p.add_argument("--archs", type=csv_list(str), default=ARCHS)
+    p.add_argument("--encoder", default="tu-tf_efficientnet_lite0")
+    p.add_argument("--size", type=int, default=256, help="image side (default 256, the headline's)")
+    p.add_argument("--target", default="flops=0.5")
+    p.add_argument("--round-to", type=csv_list(round_to), default=[None, 8, 16, 32])
+    p.add_argument("--runtimes", type=csv_list(str), default=RUNTIMES)
+    args = p.parse_args()
+    args.runs = args.runs or 20
+    args.warmup = args.warmup if args.warmup is not None else 3
+    return args
+
+
+def bench_arch(arch: str, args: Any) -> list[dict]:
+    """The dense model and one pruned model per rounding, all timed together on each runtime."""
+    torch.manual_seed(0)
+    dense = create_model(arch, encoder=args.encoder, encoder_weights=None, num_classes=2).eval()
+    x = torch.randn(1, 3, args.size, args.size)
+    dense_flops = count_flops(dense, x)
+    models = {"dense": dense}
+    flops = {}
+    for rounding in args.round_to:
+        model = copy.deepcopy(dense)
+        with stopwatch() as t:
+            prune_channels(model, x, target=args.target, importance="fpgm", round_to=rounding,
+                           ignored_layers=output_layers(model))
+        models[rounding] = model.eval()
+        flops[rounding] = 1 - count_flops(model, x) / dense_flops
+        print(f"  {arch} round_to={rounding}: FLOPs -{pct(flops[rounding]):.1f}% in {t[0]:.0f} s",
+              file=sys.stderr, flush=True)
+    rows = []
+    for runtime in args.runtimes:
+        sessions = {key: open_sessions(m, x, [runtime], args.threads)[runtime] for key, m in models.items()}
+        broken = {k: s for k, s in sessions.items() if isinstance(s, str)}
+        if broken:
+            print(f"  {arch} on {runtime}: skipped ({next(iter(broken.values()))})", file=sys.stderr)
+            continue
+        timings = time_interleaved({k: s.timed for k, s in sessions.items()}, runs=args.runs, warmup=args.warmup)
+        base = timings["dense"]
+        for rounding in args.round_to:
+            t = timings[rounding]
+            rows.append({"arch": arch, "runtime": runtime, "round_to": rounding or 1,
+                         "flops_reduction_pct": pct(flops[rounding]), "latency_ms_dense": base.median_ms,
+                         "latency_ms_pruned": t.median_ms, "speedup": base.median_ms / t.median_ms,
+                         "flop_speedup": 1 / (1 - flops[rounding]), "iqr_ms_dense": base.iqr_ms,
+                         "iqr_ms_pruned": t.iqr_ms, "test_miou": None})
+        print(f"  {arch} on {LABELS[runtime]}: dense {base.median_ms:.1f} ms; "
+              + ", ".join(f"round_to={r}: x{base.median_ms / timings[r].median_ms:.2f}" for r in args.round_to),
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    args = arguments()
+    line = setup(args)
+    rows: list[dict] = []
+    with stopwatch() as total:
+        for arch in args.archs:
+            rows += bench_arch(arch, args)
+    print(markdown(rows, COLUMNS))
+    print(f"\n{args.encoder}, random weights, {args.size}x{args.size}, batch 1, {args.threads} thread(s); "
+          f"fpgm at {args.target}; median of {args.runs} interleaved rounds after {args.warmup} warm-up. "
+          f"Total {total[0]:.0f} s.")
+    write_csv(rows, args.csv, line)
+
+
+if __name__ == "__main__":
+    main()
