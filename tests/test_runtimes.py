@@ -3,6 +3,7 @@ re-timing pass, and `toolkit export --format onnx|openvino` checked against PyTo
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -19,14 +20,21 @@ OPENVINO_MISSING = "openvino not installed (pip install 'toolkit[openvino]')"
 
 
 @pytest.fixture
-def no_openvino(monkeypatch):
-    """OpenVINO as absent as on a machine without it, whether or not it is installed here."""
+def no_openvino(monkeypatch, tmp_path_factory):
+    """OpenVINO as absent as on a machine without it, whether or not it is installed here: in this
+    process, and in the worker processes a grid runs its cells in (they inherit the environment)."""
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` then raises ImportError
+    shadow = tmp_path_factory.mktemp("no-openvino")
+    (shadow / "openvino").mkdir()
+    (shadow / "openvino" / "__init__.py").write_text("raise ImportError('openvino hidden by the test')\n")
+    monkeypatch.syspath_prepend(str(shadow))  # a spawned worker starts with this process's sys.path
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")])))
 
 
 def tiny_grid(**overrides):
     run = {"encoder": "resnet18", "image_size": 64, "limit": 16, "epochs_train": 1, "epochs_prune": 1,
            "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 3, "device": "cpu",
+           "latency_runtimes": ["eager", "onnxruntime", "openvino"],  # RunConfig's default (the demo's lacks openvino)
            "train": {"batch_size": 2, "max_steps_per_epoch": 1, "progress": False}}
     return load_grid(None, archs=["fpn"], plugins=["l1"], sparsities=[0.5], datasets=["synthetic"], examples=0,
                      run=run, **overrides)
