@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from common import csv_list, markdown, parser, pct, setup, stopwatch, write_csv
+from toolkit.errors import PruningError
 from toolkit.pruning.structured import prune_channels
 from toolkit.results.measure import count_flops
 from toolkit.results.runtimes import LABELS, open_sessions, time_interleaved
@@ -68,9 +69,13 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
     flops = {}
     for rounding in args.round_to:
         model = copy.deepcopy(dense)
-        with stopwatch() as t:
-            prune_channels(model, x, target=args.target, importance="fpgm", round_to=rounding,
-                           ignored_layers=output_layers(model))
+        try:
+            with stopwatch() as t:
+                prune_channels(model, x, target=args.target, importance="fpgm", round_to=rounding,
+                               ignored_layers=output_layers(model))
+        except PruningError as unreachable:  # e.g. one multiple of 32 in every thin layer is already too much
+            print(f"  {arch} round_to={rounding}: not timed: {unreachable}", file=sys.stderr, flush=True)
+            continue
         models[rounding] = model.eval()
         flops[rounding] = 1 - count_flops(model, x) / dense_flops
         print(f"  {arch} round_to={rounding}: FLOPs -{pct(flops[rounding]):.1f}% in {t[0]:.0f} s",
@@ -84,7 +89,7 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
             continue
         timings = time_interleaved({k: s.timed for k, s in sessions.items()}, runs=args.runs, warmup=args.warmup)
         base = timings["dense"]
-        for rounding in args.round_to:
+        for rounding in flops:
             t = timings[rounding]
             rows.append({"arch": arch, "runtime": runtime, "round_to": rounding or 1,
                          "flops_reduction_pct": pct(flops[rounding]), "latency_ms_dense": base.median_ms,
@@ -92,7 +97,7 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
                          "flop_speedup": 1 / (1 - flops[rounding]), "iqr_ms_dense": base.iqr_ms,
                          "iqr_ms_pruned": t.iqr_ms, "test_miou": None})
         print(f"  {arch} on {LABELS[runtime]}: dense {base.median_ms:.1f} ms; "
-              + ", ".join(f"round_to={r}: x{base.median_ms / timings[r].median_ms:.2f}" for r in args.round_to),
+              + ", ".join(f"round_to={r}: x{base.median_ms / timings[r].median_ms:.2f}" for r in flops),
               file=sys.stderr, flush=True)
     return rows
 
