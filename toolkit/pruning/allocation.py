@@ -44,7 +44,7 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.errors import PruningError
-from toolkit.pruning.surgery import PRUNABLE, ChannelSurgery
+from toolkit.pruning.surgery import PRUNABLE, ChannelSurgery, forward_prunable
 
 Allocation = dict[str, int]  # group root layer name -> kept output channels
 
@@ -113,13 +113,7 @@ def layer_macs(model: nn.Module, x: torch.Tensor) -> dict[nn.Module, float]:
         per_output = m.in_features if isinstance(m, nn.Linear) else m.in_channels // m.groups * math.prod(m.kernel_size)
         costs[m] = costs.get(m, 0.0) + float(out.numel() // out.shape[0]) * per_output
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, PRUNABLE)]
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in handles:
-            h.remove()
+    forward_prunable(model, x, hook)
     return costs
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from toolkit.errors import PruningError, UsageError
-from toolkit.pruning.surgery import PRUNABLE
+from toolkit.pruning.surgery import PRUNABLE, forward_prunable
 from toolkit.results.runtimes import Timing, missing, open_sessions, time_interleaved
 
 RUNTIMES = ("eager", "onnxruntime", "openvino")  # the CPU runtimes a latency target can be timed on
@@ -90,13 +90,7 @@ def _input_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...
     def record(m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         shapes.setdefault(names[m], tuple(inputs[0].shape))
 
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, PRUNABLE)]
-    try:
-        with torch.no_grad():
-            model.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    forward_prunable(model, x, record)
     return shapes
 
 

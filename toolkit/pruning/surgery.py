@@ -84,6 +84,19 @@ PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 # -- what counts, and how much was removed -------------------------------------------
+def forward_prunable(model: nn.Module, x: torch.Tensor,
+                     hook: Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]) -> None:
+    """One forward pass of ``model`` (eval, no gradients) with ``hook`` on every conv/linear: how the
+    cost model and the latency table see each layer's inputs and outputs."""
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, PRUNABLE)]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def prunable_layers(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, nn.Module]:
     """Conv and linear layers whose output channels structured pruning may remove."""
     skip = {id(m) for layer in [*output_layers(model), *ignored] for m in layer.modules()}
