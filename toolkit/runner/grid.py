@@ -89,7 +89,7 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
     return grid
 
 
-VARIANT_KEYS = {"plugin", "options", "distill"}
+VARIANT_KEYS = {"plugin", "options", "distill", "run"}
 
 
 def _check_ray(ray: RayConfig) -> None:

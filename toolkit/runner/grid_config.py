@@ -47,7 +47,7 @@ class GridConfig:
     plugin_sparsities: dict[str, list[float]] = field(default_factory=dict)  # per plugin name, instead of sparsities
     plugin_targets: dict[str, list[str]] = field(default_factory=dict)  # per plugin name, instead of sparsities + targets
     # a pruner under another name with its own options or distillation, usable in `plugins`:
-    # [variants.fpgm-distill] plugin = "fpgm", options = {...}, distill = true
+    # [variants.fpgm-distill] plugin = "fpgm", options = {...}, distill = true, run = {recovery settings}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     examples: int = 3  # test images drawn per cell in the report
     executor: str = "local"

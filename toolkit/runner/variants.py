@@ -25,11 +25,32 @@ def options_of(grid: GridConfig, name: str) -> dict[str, Any]:
     return dict(grid.plugin_options.get(name, {}))
 
 
+# what a variant may set in its ``run`` table: how a pruned model recovers, never what the dense
+# model (shared by every cell of an architecture, dataset and seed) is trained with
+RECOVERY_SETTINGS = ("bn_recalibration", "pruning_steps", "prune", "finetune")
+RECOVERY_TRAIN_SETTINGS = ("recovery_lr", "recovery_lr_scale")
+
+
 def settings_of(grid: GridConfig, name: str) -> RunConfig:
-    """The run settings a plugin's or variant's cells use: the grid's, with a variant's distillation."""
-    distill = grid.variants.get(name, {}).get("distill")
-    if distill is None:
+    """The run settings a plugin's or variant's cells use: the grid's, with a variant's distillation
+    and recovery settings (``run = {bn_recalibration = 0, recovery_lr = "by-flops"}``)."""
+    variant = grid.variants.get(name, {})
+    distill, run = variant.get("distill"), variant.get("run")
+    if distill is None and run is None:
         return grid.run
-    settings = dataclasses.replace(grid.run, distill=dataclasses.replace(grid.run.distill))
-    update(settings.distill, {"enabled": distill} if isinstance(distill, bool) else distill, f"variants.{name}.distill")
+    settings = dataclasses.replace(grid.run, distill=dataclasses.replace(grid.run.distill),
+                                   train=dataclasses.replace(grid.run.train),
+                                   prune=dict(grid.run.prune), finetune=dict(grid.run.finetune))
+    if distill is not None:
+        update(settings.distill, {"enabled": distill} if isinstance(distill, bool) else distill, f"variants.{name}.distill")
+    if run is not None:
+        if not isinstance(run, dict):
+            raise UsageError(f"variants.{name}.run must be a table")
+        allowed = RECOVERY_SETTINGS + RECOVERY_TRAIN_SETTINGS
+        unknown = sorted(set(run) - set(allowed))
+        if unknown:
+            raise UsageError(f"variants.{name}.run: {', '.join(unknown)} cannot differ between cells sharing a dense "
+                             f"model; a variant may set {', '.join(allowed)}")
+        update(settings, {k: v for k, v in run.items() if k in RECOVERY_SETTINGS}, f"variants.{name}.run")
+        update(settings.train, {k: v for k, v in run.items() if k in RECOVERY_TRAIN_SETTINGS}, f"variants.{name}.run")
     return settings
