@@ -10,6 +10,12 @@ FLOPs removed, the training steps every row had, and whether the issue's goal
 is met (at most 1 point lost at -50% FLOPs, 3 at -75%).
 
     python benchmarks/recovery.py runs/magnetic-tile --methods fpgm,fpgm-distill,fpgm-sensitive,fpgm-iterative
+
+A run with a recovery-budget axis (``recovery_steps``) gives a row per budget; ``--figure`` draws
+them as recovery curves (the report's figure, for the methods chosen):
+
+    python benchmarks/recovery.py runs/recovery-budget --methods fpgm,fpgm-byflops \
+        --csv benchmarks/results/recovery-budget.csv --figure benchmarks/figures/recovery-budget.png
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from pathlib import Path
 
 from common import markdown, parser, read_rows, setup, write_csv
 
-from toolkit.results.aggregate import mean_std
+from toolkit.results.aggregate import aggregate, mean_std
 from toolkit.results.control import VS_CONTROL, recovery_steps, with_deltas
 
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
@@ -31,6 +37,7 @@ def main() -> None:
     p = parser("recovery", __doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
     p.add_argument("--methods", help="comma list of methods (plugins or variants) to tabulate (default: all)")
+    p.add_argument("--figure", type=Path, help="also draw the recovery curves (IoU and its change against budget)")
     p.set_defaults(csv=Path(__file__).parent / "results" / "recovery.csv")
     args = p.parse_args()
     machine_line = setup(args)
@@ -53,7 +60,7 @@ def main() -> None:
             same_budget = all(r["delta_reference"] == VS_CONTROL for r in group)
             goal = GOALS.get(round(target, 2))
             table.append({
-                "method": method, "pruner": group[0]["plugin"], "target": f"flops={target:g}", "recovery_steps": budget,
+                "method": method, "pruner": group[0]["plugin"], "target": target, "recovery_steps": budget,
                 "flops_reduction_pct": round(100 * statistics.fmean(r["flops_reduction"] for r in group), 1),
                 "test_miou": round(miou, 4), "test_miou_std": round(miou_std, 4),
                 "delta_pts": round(delta, 2), "delta_pts_std": round(delta_std, 2),
@@ -64,6 +71,11 @@ def main() -> None:
             })
     print(markdown(table, COLUMNS))
     write_csv(table, args.csv, machine_line)
+    if args.figure:
+        from toolkit.results.plots import plot_recovery
+
+        drawn = [r for r in every if r["method"] == "dense" or r in rows]
+        print(f"figure: {plot_recovery(aggregate(drawn), args.figure, 'the dense control, same budget')}")
 
 
 if __name__ == "__main__":

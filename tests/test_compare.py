@@ -11,6 +11,7 @@ import toolkit.runner.grid as compare
 import toolkit.runner.local as local
 from toolkit import PrunerSpec, hookimpl
 from toolkit.cli import main
+from toolkit.errors import UsageError
 from toolkit.runner.grid import load_grid, run_grid
 from toolkit.plugins import get_registry
 from toolkit.results.report import write_report
@@ -330,3 +331,27 @@ def test_default_grid_holds_the_dense_control_at_target_zero_beside_every_budget
     assert all(not c.id.endswith(("__r0", "__r40")) for c in compare.cells(load_grid(None))), "no axis: ids as before"
     with pytest.raises(Exception, match="recovery_steps must be whole numbers"):
         load_grid(None, recovery_steps=[-1])
+
+
+def test_a_variant_sets_recovery_settings_but_not_the_shared_dense_training(tmp_path):
+    """``run = {...}`` in a variant changes how its pruned models recover (BatchNorm recalibration,
+    the recovery rate), leaves the grid's settings and the other methods alone, and refuses a setting
+    the dense model shared by every cell of a seed is trained with."""
+    from toolkit.runner.grid import settings_of
+
+    config = tmp_path / "grid.toml"
+    config.write_text('plugins = ["l1", "l1-lr"]\n[variants.l1-lr]\nplugin = "l1"\n'
+                      'run = {bn_recalibration = 0, recovery_lr = "by-flops", finetune = {schedule = "cosine"}}\n'
+                      '[run]\nbn_recalibration = 7\n[run.finetune]\nwarmup_steps = 3\n')
+    grid = load_grid(config)
+    variant, plain = settings_of(grid, "l1-lr"), settings_of(grid, "l1")
+    assert (variant.bn_recalibration, variant.train.recovery_lr) == (0, "by-flops")
+    assert variant.finetune == {"warmup_steps": 3, "schedule": "cosine"}
+    assert (plain.bn_recalibration, plain.train.recovery_lr, plain.finetune) == (7, "scale", {"warmup_steps": 3})
+    assert grid.run.bn_recalibration == 7 and grid.run.finetune == {"warmup_steps": 3}
+    config.write_text('plugins = ["l1-x"]\n[variants.l1-x]\nplugin = "l1"\nrun = {train = {batch_size = 2}}\n')
+    with pytest.raises(UsageError, match="cannot differ between cells sharing a dense model"):
+        load_grid(config)
+    config.write_text('plugins = ["l1-x"]\n[variants.l1-x]\nplugin = "l1"\nrun = {recovery_lr = "fast"}\n')
+    with pytest.raises(UsageError, match="recovery_lr"):
+        load_grid(config)
