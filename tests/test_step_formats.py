@@ -55,3 +55,4 @@ def test_channels_last_gives_the_same_model_within_float_tolerance():
     apart = torch.cat([(plain.state_dict()[k] - nhwc.state_dict()[k]).flatten() for k in weights]).norm()
     assert apart < 0.03 * moved, (float(apart), float(moved))
 
+

@@ -239,8 +239,15 @@ def changed_settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     one of them predates counts as its default: a grid started before the toolkit gained a
     setting still resumes and merges, as long as the new setting is left at its default."""
     default = _run_settings(GridConfig(run=RunConfig()))
-    a, b = _with_defaults(a, default), _with_defaults(b, default)
+    a, b = (_computed(_with_defaults(s, default)) for s in (a, b))
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _computed(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings without the memory layout: NHWC computes the same model within float tolerance
+    (tests/test_step_formats.py), so a grid resumes and merges across it."""
+    train = {k: v for k, v in (settings.get("train") or {}).items() if k != "channels_last"}
+    return {**settings, "train": train}
 
 
 def _with_defaults(saved: Any, default: Any) -> Any:

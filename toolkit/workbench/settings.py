@@ -75,4 +75,7 @@ class TrainConfig:
     sparsity_regularizer: str = "none"
     regularizer_strength: float = 1e-4  # the regulariser's coefficient (Torch-Pruning's ``reg``)
     recovery_lr: str = "scale"  # the fine-tune's peak: scale (lr_max x recovery_lr_scale) | by-flops | lr-find
-    channels_last: bool = False  # model and batches in NHWC memory format (often faster convolutions on CPU)
+    # model and batches in NHWC memory format: x1.23 per step of the headline model (EfficientNet-Lite0, batch 8 of
+    # 128 px crops) at the same IoU, but slower for ResNet-18 at 64 px (benchmarks/README.md, "Cheaper steps"): off
+    # by default, on in the headline's grids
+    channels_last: bool = False
