@@ -252,7 +252,7 @@ def prune_stage(
     (default: the prune stage's epochs; see ``toolkit.runner.cell`` on budgets).
 
     A cost target goes to pruners that handle it themselves; any other
-    structured pruner gets the sparsity that meets it, searched on copies of
+    structured pruner gets the amount (channel rate) that meets it, searched on copies of
     the model; an unstructured one (dense kernels cut no cost) runs at a zero
     fraction equal to the target's value and its row says what it reached.
     A structured result then has its BatchNorm statistics recalibrated
@@ -265,9 +265,9 @@ def prune_stage(
     logger = StageTrainer(wb, wb.trainer("prune", teacher, steps=steps))
     example = wb.example.to(wb.device)
 
-    def request(model: nn.Module, sparsity: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
+    def request(model: nn.Module, amount: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
         return PruneRequest(
-            model=model, example_inputs=example, sparsity=sparsity, target=cost, train=train,
+            model=model, example_inputs=example, amount=amount, target=cost, train=train,
             evaluate=train.trainer.score, ignored_layers=output_layers(model),
             pruning_steps=wb.settings.pruning_steps, step_interval=max(1, total_iters // wb.settings.pruning_steps),
             seed=wb.seed,
@@ -276,8 +276,8 @@ def prune_stage(
     t0 = time.perf_counter()
     if target.is_cost and spec.kind == "structured" and not spec.cost_targets:
         trials = StageTrainer(wb, wb.trainer("search", teacher))  # trials' training stays out of the curves
-        sparsity, search = _search_black_box(pruner, model, example, target, lambda m, s: request(m, s, None, trials))
-        result = check_result(pruner.prune(request(model, sparsity, None)))
+        amount, search = _search_black_box(pruner, model, example, target, lambda m, a: request(m, a, None, trials))
+        result = check_result(pruner.prune(request(model, amount, None)))
         result.meta = {**result.meta, "search": search}
     else:
         cost = target if (target.is_cost and spec.cost_targets) else None
@@ -290,19 +290,19 @@ def prune_stage(
 
 def _search_black_box(pruner: Any, model: nn.Module, example: torch.Tensor, target: Target,
                       make_request: Callable[[nn.Module, float], PruneRequest]) -> tuple[float, dict[str, Any]]:
-    """The sparsity at which a structured pruner that knows nothing of costs meets a cost target."""
+    """The amount (channel rate) at which a structured pruner that knows nothing of costs meets a cost target."""
     from toolkit.pruning.targets import find_rate
     from toolkit.results.measure import cost_of
 
     before = cost_of(target.kind, model, example)
 
-    def reduction_at(sparsity: float) -> float:
+    def reduction_at(amount: float) -> float:
         trial = copy.deepcopy(model)
-        pruned = check_result(pruner.prune(make_request(trial, sparsity))).model
+        pruned = check_result(pruner.prune(make_request(trial, amount))).model
         return reduction(before, cost_of(target.kind, pruned, example))
 
-    rate, reached, trials = find_rate(reduction_at, target.value, max_trials=8)
-    return rate, {"target": str(target), "rate": rate, "reached": reached, "trials": trials}
+    amount, reached, trials = find_rate(reduction_at, target.value, max_trials=8)
+    return amount, {"target": str(target), "amount": amount, "reached": reached, "trials": trials}
 
 
 # -- the fine-tune stage ---------------------------------------------------------------------
