@@ -241,7 +241,7 @@ def test_iterative_with_real_training_returns_a_model_that_meets_the_floor():
         assert result.history[-1]["score"] < floor
     else:
         assert result.sparsity == pytest.approx(0.6, abs=0.01)
-    print(f"\nreal iterative run: {[(e['step'], round(e['sparsity'], 3), round(e['score'], 4)) for e in result.history]}"
+    print(f"\nreal iterative run: {[(e['step'], round(e['reached'], 3), round(e['score'], 4)) for e in result.history]}"
           f" floor {floor:.4f}, stopped by {result.meta['stopped_by']}")
 
 

@@ -276,14 +276,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     from toolkit.atomic import write_json
     from toolkit.errors import UsageError
-    from toolkit.plugins import get_registry
     from toolkit.pruning.targets import Target
     from toolkit.runner.cell import Cell, resolve_pruner, run_cell
     from toolkit.runner.dense import train_dense
     from toolkit.runner.rows import cell_row, environment, ok_columns
     from toolkit.runner.stages import Checkpoint
 
-    get_registry().get(args.plugin)  # unknown names fail before any work
     if args.sparsity is not None and args.target is not None:
         raise UsageError("give --sparsity or --target, not both")
     target = args.target if args.target is not None else (None if args.sparsity is None else str(args.sparsity))
@@ -293,11 +291,13 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         arch = checkpoint.recipe["arch"]  # the checkpoint says what model it is
     job = _job_from(argparse.Namespace(**{**vars(args), "arch": arch}), plugin=args.plugin, target=target,
                     checkpoint=args.checkpoint, plugin_options=_plugin_options(args.option) or None)
+    if job.checkpoint and checkpoint is None:  # given in the --config file
+        checkpoint = Checkpoint.read(job.checkpoint)
     if checkpoint:
         job.run.encoder = checkpoint.recipe["encoder"]
     cell = Cell(job.arch, job.data, job.plugin, Target.parse(job.target), job.seed)
     options = dict(job.plugin_options or {})
-    resolve_pruner(cell.plugin, cell.target, options)  # bad options or target: one line before any training
+    resolve_pruner(cell.plugin, cell.target, options)  # unknown name, bad options or target: one line, before any work
     out = _out_dir(args, f"prune-{job.arch}-{job.plugin}")
     dense = train_dense(job.arch, job.data, job.seed, job.run, out / "dense", checkpoint=checkpoint)
     t0 = time.perf_counter()
