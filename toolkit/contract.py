@@ -76,7 +76,7 @@ class PruneRequest:
     structured pruner, the **zero fraction** of the prunable weights for an
     unstructured one; the word is ``torch.nn.utils.prune``'s, which means the
     same by it for its structured and unstructured methods. (It was called
-    ``sparsity``, which a structured pruner's is not; ``request.amount`` and
+    ``sparsity``, which a structured pruner's is not; ``request.sparsity`` and
     ``PruneRequest(sparsity=...)`` still work for one release, with a
     ``DeprecationWarning``.) ``target`` is set when the run asked for a cost
     (``flops=0.5``); only pruners whose spec says ``cost_targets=True`` see
