@@ -75,7 +75,7 @@ def ours_plugin(plugin: str, arch: str, encoder: str, side: int, rate: float) ->
 
     model, x = _build(arch, encoder, side)
     start = time.perf_counter()
-    result = create_pruner(plugin).prune(PruneRequest(model=model, example_inputs=x, sparsity=rate,
+    result = create_pruner(plugin).prune(PruneRequest(model=model, example_inputs=x, amount=rate,
                                                       ignored_layers=output_layers(model)))
     return _summary(result.model, x, time.perf_counter() - start)
 

@@ -71,7 +71,7 @@ def measure(arch: str, definition: str, rate: float, side: int) -> dict[str, Any
     torch.manual_seed(0)
     model = build(arch)
     options, extra = DEFINITIONS[definition]
-    request = PruneRequest(model=model, example_inputs=torch.randn(1, 3, side, side), sparsity=rate,
+    request = PruneRequest(model=model, example_inputs=torch.randn(1, 3, side, side), amount=rate,
                            ignored_layers=[*output_layers(model), *extra(model)])
     result = create_pruner("fpgm", **options).prune(request)
     m = result.meta

@@ -75,7 +75,7 @@ def latencies(model: nn.Module, x: torch.Tensor, args: Any) -> dict[str, float |
 def prune(model: nn.Module, x: torch.Tensor, method: str, rate: float, rounding: int | None, args: Any) -> Any:
     """Our plugin, as a user calls it; taylor gets gradients from a small synthetic batch."""
     pruner = create_pruner(method, round_to=rounding)
-    request = PruneRequest(model=model, example_inputs=x, sparsity=rate, ignored_layers=output_layers(model),
+    request = PruneRequest(model=model, example_inputs=x, amount=rate, ignored_layers=output_layers(model),
                            train=SyntheticTrainer(size=args.taylor_size) if method == "taylor" else None)
     return pruner.prune(request)
 

@@ -49,7 +49,7 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
     for method in args.methods:
         for target in args.sparsities:
             model = copy.deepcopy(dense)
-            request = PruneRequest(model=model, example_inputs=x, sparsity=target, ignored_layers=output_layers(model),
+            request = PruneRequest(model=model, example_inputs=x, amount=target, ignored_layers=output_layers(model),
                                    train=SyntheticTrainer(size=args.size, batch=args.batch),
                                    pruning_steps=args.pruning_steps, step_interval=args.step_interval)
             with stopwatch() as t:

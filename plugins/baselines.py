@@ -36,14 +36,14 @@ class NarrowBaseline:
         options = dict(ignored_layers=list(request.ignored_layers), keep_residual=self.keep_residual,
                        round_to=self.round_to)
         importance = RandomImportance(seed=request.seed)  # which channels go does not matter: all weights restart
-        rate, rate_dict, search = request.sparsity, None, None
+        rate, rate_dict, search = request.amount, None, None
         if request.target is not None and request.target.is_cost:
             plan = rate_for_target(request.model, request.example_inputs, request.target, importance, **options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(request.target)
         surgery = ChannelSurgery(request.model, request.example_inputs, rate, importance, rate_dict=rate_dict, **options)
         reached_rate = surgery.step()
         return PruneResult(request.model, "structured", "toolkit", reached_rate, from_scratch=True,
-                           meta={"rate": rate, "search": search, "baseline": "narrow: pruned shape, trained from scratch"})
+                           meta={"amount": rate, "search": search, "baseline": "narrow: pruned shape, trained from scratch"})
 
 
 class KeepDense:

@@ -146,20 +146,19 @@ def _nni_gradual(
         if t in prune_at:
             masks = _nni_masks(holder["pruner"])
             zeros = sum(int((~m).sum()) for m in masks.values())
-            history.append({"iteration": t, "target_sparsity": _target_of(holder["pruner"]),
-                            "sparsity": zeros / total_prunable})
+            history.append({"iteration": t, "amount": _target_of(holder["pruner"]), "reached": zeros / total_prunable})
 
     count, training_func = _nni_training(request, after_step)
     evaluator = _nni_evaluator(request, training_func, lr, momentum)
     if method == "movement":
-        config = _nni_config(weights, request.sparsity, scope, element_granularity=True)
+        config = _nni_config(weights, request.amount, scope, element_granularity=True)
         pruner = MovementPruner(model, config, evaluator, warmup_step=schedule.start, cooldown_begin_step=schedule.end)
     else:
         if criterion_name == "taylor":
-            config = _nni_config(weights, request.sparsity, scope, element_granularity=True)
+            config = _nni_config(weights, request.amount, scope, element_granularity=True)
             inner = TaylorPruner(model, config, evaluator, training_steps=schedule.interval)
         else:
-            inner = LevelPruner(model, _nni_config(weights, request.sparsity, scope, element_granularity=False), evaluator)
+            inner = LevelPruner(model, _nni_config(weights, request.amount, scope, element_granularity=False), evaluator)
         combo = LinearPruner if schedule.shape == "linear" else AGPPruner
         pruner = combo(inner, interval_steps=schedule.interval, total_times=schedule.steps)
     holder["pruner"] = pruner
@@ -206,7 +205,7 @@ class GradualPruner:
     def prune(self, request: PruneRequest) -> PruneResult:
         if request.train is None:
             raise PruningError(f"{self.method} prunes while training: give the PruneRequest a StepTrainer (train=...)")
-        schedule = Schedule(self.shape, request.sparsity, request.pruning_steps, request.step_interval,
+        schedule = Schedule(self.shape, request.amount, request.pruning_steps, request.step_interval,
                             self.initial, start=self.warmup)
         meta: dict[str, Any] = {
             "method": self.method, "criterion": self.criterion, "scope": self.scope, "schedule": self.shape,
@@ -241,14 +240,14 @@ class OneShotLevel:
             from nni.compression.pruning import LevelPruner as NNILevel
 
             before = _before_wrapping(request.model)
-            pruner = NNILevel(request.model, _nni_config(weights, request.sparsity, self.scope, element_granularity=False))
+            pruner = NNILevel(request.model, _nni_config(weights, request.amount, self.scope, element_granularity=False))
             pruner.compress()
             masks = _nni_masks(pruner)
             _nni_unwrap(pruner, request.model, before)
         else:
-            masks = masks_from_scores(create_criterion("magnitude", weights).scores(), request.sparsity, self.scope)
+            masks = masks_from_scores(create_criterion("magnitude", weights).scores(), request.amount, self.scope)
         apply_masks(request.model, masks)
-        history = [{"iteration": 0, "target_sparsity": request.sparsity, "sparsity": sparsity(request.model, ignored_layers(request))}]
+        history = [{"iteration": 0, "amount": request.amount, "reached": sparsity(request.model, ignored_layers(request))}]
         return unstructured_result(request, self.backend, masks, history, {"method": "level", "criterion": "magnitude", "scope": self.scope})
 
 

@@ -61,9 +61,9 @@ class NNIChannelPruner:
         keep = {id(m) for layer in [*output_layers(model), *request.ignored_layers] for m in layer.modules()}
         exclude = [n for n, m in model.named_modules() if isinstance(m, PRUNABLE) and id(m) in keep]
         params0, flops0 = count_parameters(model), count_flops(model, x)
-        masks = nni_channel_masks(model, request.sparsity, METHODS[self.method][0], exclude)
+        masks = nni_channel_masks(model, request.amount, METHODS[self.method][0], exclude)
         surgery = ChannelSurgery(
-            model, x, request.sparsity, MaskImportance(model, masks),
+            model, x, request.amount, MaskImportance(model, masks),
             ignored_layers=list(request.ignored_layers), round_to=self.round_to, keep_residual=self.keep_residual,
         )
         reached = surgery.step()
@@ -73,10 +73,10 @@ class NNIChannelPruner:
             kind="structured",
             backend=BACKEND,
             sparsity=reached,
-            history=[{"step": 1, "rate": request.sparsity, "sparsity": reached, "params": params, "flops": flops, "score": None}],
+            history=[{"step": 1, "amount": request.amount, "reached": reached, "params": params, "flops": flops, "score": None}],
             meta={
                 "nni_pruner": METHODS[self.method][0],
-                "target_rate": request.sparsity,
+                "amount": request.amount,
                 "round_to": self.round_to,
                 "keep_residual": self.keep_residual,
                 "masked_layers": len(masks),

@@ -77,7 +77,7 @@ def test_global_ranking_honours_max_rate():
     from toolkit.pruning.targets import Target
 
     pruner = get_registry().get("fpgm").spec.create({"global_pruning": True, "max_rate": 0.6})
-    result = pruner.prune(PruneRequest(model=model, example_inputs=X, sparsity=0.5, target=Target("flops", 0.5)))
+    result = pruner.prune(PruneRequest(model=model, example_inputs=X, amount=0.5, target=Target("flops", 0.5)))
     after = channel_counts(result.model)
     assert reduction(flops0, count_flops(result.model, X)) == pytest.approx(0.5, abs=0.01)
     assert all(after[n] >= 0.4 * before[n] for n in before), {n: (before[n], after[n]) for n in before if after[n] < 0.4 * before[n]}

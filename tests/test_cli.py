@@ -8,6 +8,7 @@ import torch
 
 from toolkit.cli import main
 from toolkit.pruning.serialize import load_model
+from toolkit.runner.grid import load_grid, run_grid
 
 TINY = ["--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--batch-size", "2",
         "--steps-per-epoch", "2", "--no-progress"]
@@ -61,16 +62,48 @@ def assert_exports_to_onnx(model_file):
     assert abs(got - expected).max() < 1e-3
 
 
-def test_prune_from_a_trained_checkpoint(tmp_path):
+def test_prune_from_a_trained_checkpoint(tmp_path, monkeypatch):
     train = tmp_path / "train"
     assert main(["train", "--arch", "linknet", "--epochs", "1", "--out", str(train), *TINY]) == 0
     out = tmp_path / "prune"
+    loads = []
+    real_load = torch.load
+
+    def counting_load(path, *args, **kwargs):
+        loads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
     assert main(["prune", "--plugin", "l1", "--checkpoint", str(train / "dense.pt"), "--epochs-prune", "1",
                  "--epochs-finetune", "1", "--out", str(out), *TINY]) == 0
+    assert loads.count(str(train / "dense.pt")) == 1, "the checkpoint is read once and handed to every stage"
     result = json.loads((out / "result.json").read_text())
     assert result["arch"] == "linknet", "the checkpoint's recipe says which model it is"
     assert result["params_pruned"] < result["params_dense"]
     assert result["time_train_s"] == 0.0, "a given checkpoint is not trained again"
+
+
+def test_prune_writes_the_row_a_grid_writes_for_the_same_cell(tmp_path):
+    """``toolkit prune`` and ``toolkit compare`` build their rows with one builder: same columns, and for the
+    same seed the same dense model and the same pruned model."""
+    grid = load_grid(None, archs=["fpn"], plugins=["l1"], sparsities=[0.5], datasets=["synthetic"], seeds=[0],
+                     retime=False, run={"encoder": "resnet18", "image_size": 64, "limit": 16, "latency_runs": 2,
+                                        "latency_runtimes": ["eager"], "epochs_train": 1, "epochs_prune": 0,
+                                        "epochs_finetune": 1,
+                                        "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}})
+    (grid_row,) = run_grid(grid, tmp_path / "grid").values()
+    out, config = tmp_path / "prune", tmp_path / "prune.toml"
+    config.write_text("latency_runs = 2\n")
+    assert main(["prune", "--arch", "fpn", "--plugin", "l1", "--sparsity", "0.5", "--data", "synthetic", "--seed", "0",
+                 "--epochs-train", "1", "--epochs-prune", "0", "--epochs-finetune", "1", "--latency-runtimes", "eager",
+                 "--config", str(config), "--out", str(out), *TINY]) == 0
+    row = json.loads((out / "result.json").read_text())
+    assert grid_row["status"] == "ok" and sorted(row) == sorted(grid_row)
+    assert row["cell"] == grid_row["cell"] and row["executor"] == "local" and row["git_commit"] == grid_row["git_commit"]
+    for column in ("params_dense", "flops_dense", "params_pruned", "flops_pruned", "channel_rate", "target_kind"):
+        assert row[column] == grid_row[column], column
+    assert row["test_iou_dense"] == pytest.approx(grid_row["test_iou_dense"])
+    assert row["params_pruned"] < row["params_dense"]
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -34,14 +34,14 @@ def test_keep_residual_claims_the_rate_the_core_measures():
 # -- pruners that break the contract, one way each ----------------------------------------------
 def _magnitude_masks(request: PruneRequest) -> dict[str, torch.Tensor]:
     weights = weights_by_name(request.model, request.ignored_layers)
-    return masks_from_scores({n: w.abs() for n, w in weights.items()}, request.sparsity)
+    return masks_from_scores({n: w.abs() for n, w in weights.items()}, request.amount)
 
 
 class Liar:
     """Prunes channels honestly but claims more than it removed."""
 
     def prune(self, request):
-        result = prune_channels(request.model, request.example_inputs, request.sparsity, "l1",
+        result = prune_channels(request.model, request.example_inputs, request.amount, "l1",
                                 ignored_layers=request.ignored_layers)
         return PruneResult(result.model, "structured", "toy", min(1.0, result.sparsity + 0.1))
 
@@ -51,7 +51,7 @@ class MasksOnly:
 
     def prune(self, request):
         masks = _magnitude_masks(request)
-        return PruneResult(request.model, "unstructured", "toy", request.sparsity, masks=masks)
+        return PruneResult(request.model, "unstructured", "toy", request.amount, masks=masks)
 
 
 class ForgetsMasks:
@@ -61,7 +61,7 @@ class ForgetsMasks:
         masks = _magnitude_masks(request)
         apply_masks(request.model, masks)
         kept = {n: torch.ones_like(m) for n, m in masks.items()}
-        return PruneResult(request.model, "unstructured", "toy", request.sparsity, masks=kept)
+        return PruneResult(request.model, "unstructured", "toy", request.amount, masks=kept)
 
 
 class Breaks:

@@ -156,7 +156,7 @@ class ToyPruner:
         convs = [m for m in request.model.modules() if isinstance(m, nn.Conv2d) and id(m) not in skip]
         with torch.no_grad():
             for conv in convs:
-                conv.weight[: int(conv.out_channels * request.sparsity)] = 0
+                conv.weight[: int(conv.out_channels * request.amount)] = 0
         zeros = sum(int((c.weight == 0).sum()) for c in convs)
         return PruneResult(request.model, "unstructured", "toy", zeros / sum(c.weight.numel() for c in convs))
 
@@ -183,6 +183,42 @@ def test_contract_on_a_toy_pruner(toy_registry):
     with pytest.raises(TypeError, match="must return PruneResult"):
         check_result(toy_registry.create("toy", {"honest": False}).prune(request))
     assert toy_registry.list("to*") == ["toy"] and toy_registry.list("x*") == []
+
+
+class OldStylePruner:
+    """A third-party pruner written before ``PruneRequest.amount``: it reads the old name."""
+
+    def prune(self, request: PruneRequest):
+        convs = [m for m in request.model.modules() if isinstance(m, nn.Conv2d)][:-1]
+        with torch.no_grad():
+            for conv in convs:
+                conv.weight[: int(conv.out_channels * request.sparsity)] = 0
+        zeros = sum(int((c.weight == 0).sum()) for c in convs)
+        return PruneResult(request.model, "unstructured", "toy", zeros / sum(c.weight.numel() for c in convs))
+
+
+def test_a_plugin_using_the_old_name_sparsity_keeps_working_with_one_deprecation_warning(monkeypatch):
+    from toolkit import contract
+
+    monkeypatch.setattr(contract, "_WARNED", set())  # as in a fresh process
+    x = torch.randn(1, 3, 8, 8)
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 8, 3), nn.Conv2d(8, 2, 1))
+
+    new, old = model(), model()
+    expected = check_result(ToyPruner().prune(PruneRequest(new, x, 0.5, ignored_layers=[new[2]])))
+    with pytest.warns(DeprecationWarning, match="use PruneRequest.amount") as caught:
+        result = check_result(OldStylePruner().prune(PruneRequest(old, x, 0.5)))
+        OldStylePruner().prune(PruneRequest(model(), x, 0.25))  # every cell reads it: warned once, not each time
+        built_old_style = PruneRequest(model=model(), example_inputs=x, sparsity=0.75)
+    assert len([w for w in caught if issubclass(w.category, DeprecationWarning)]) == 1
+    assert result.sparsity == pytest.approx(expected.sparsity) == pytest.approx(0.5)
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+    assert built_old_style.amount == 0.75 and built_old_style.sparsity == 0.75
+    with pytest.raises(TypeError, match="not both"):
+        PruneRequest(model(), x, 0.5, sparsity=0.5)
 
 
 def test_specs_reject_bad_values():

@@ -104,7 +104,7 @@ def test_sensitivity_scan_ranks_a_vital_layer_above_a_redundant_one():
 
 
 def _request(model, sparsity=0.5, target=None, steps=1, interval=1, train=None, evaluate=None):
-    return PruneRequest(model=model, example_inputs=torch.randn(1, 3, 64, 64), sparsity=sparsity, target=target,
+    return PruneRequest(model=model, example_inputs=torch.randn(1, 3, 64, 64), amount=sparsity, target=target,
                         train=train, evaluate=evaluate, ignored_layers=output_layers(model), pruning_steps=steps,
                         step_interval=interval)
 
@@ -153,7 +153,7 @@ def test_iterative_schedule_reaches_the_target_rate_in_the_stated_steps():
         trained.append(steps)
 
     result = create_pruner("l2", iterative=True).prune(_request(model, sparsity=0.5, steps=4, interval=7, train=train))
-    rates = [h["rate"] for h in result.history]
+    rates = [h["amount"] for h in result.history]
     assert rates == pytest.approx([0.125, 0.25, 0.375, 0.5])
     assert result.sparsity == pytest.approx(0.5, abs=0.03)
     assert trained == [7, 7, 7, 7], "a short recovery after every pruning step"

@@ -36,7 +36,7 @@ def test_nni_masks_become_a_physically_smaller_model(registry, arch):
     model = create_model(arch, "resnet18").eval()
     dense = copy.deepcopy(model)
     params0, flops0 = count_parameters(model), count_flops(model, X)
-    request = PruneRequest(model=model, example_inputs=X, sparsity=0.3, ignored_layers=output_layers(model))
+    request = PruneRequest(model=model, example_inputs=X, amount=0.3, ignored_layers=output_layers(model))
     result = check_result(registry.create("nni-l1").prune(request))
 
     assert result.sparsity == pytest.approx(0.3, abs=0.01)

@@ -61,7 +61,7 @@ def pixel_accuracy(x: torch.Tensor, y: torch.Tensor):
 def request_for(model: nn.Module, sparsity: float = RATE, **kw) -> PruneRequest:
     x, y = toy_batch()
     kw.setdefault("train", toy_trainer(x, y))
-    return PruneRequest(model=model, example_inputs=x[:1], sparsity=sparsity, ignored_layers=output_layers(model), **kw)
+    return PruneRequest(model=model, example_inputs=x[:1], amount=sparsity, ignored_layers=output_layers(model), **kw)
 
 
 def test_structured_pruners_are_registered():
@@ -87,7 +87,7 @@ def test_pruner_removes_channels_physically(name):
     assert pruned.segmentation_head[0].out_channels == 2  # the classes are never pruned
     with torch.no_grad():
         assert pruned.eval()(torch.randn(2, 3, 96, 96)).shape == (2, 2, 96, 96)
-    assert result.history == [{"step": 1, "rate": RATE, "sparsity": result.sparsity, "params": count_parameters(pruned),
+    assert result.history == [{"step": 1, "amount": RATE, "reached": result.sparsity, "params": count_parameters(pruned),
                                "flops": count_flops(pruned, x), "score": None}]
 
 
@@ -221,7 +221,7 @@ def test_iterative_reaches_the_target_while_the_score_holds():
     scores = itertools.repeat(0.9)
     request = request_for(model, sparsity=0.4, evaluate=lambda m: next(scores), pruning_steps=4, step_interval=1)
     result = create_pruner("fpgm", iterative=True, min_score=0.8).prune(request)
-    assert [round(e["rate"], 2) for e in result.history] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert [round(e["amount"], 2) for e in result.history] == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert result.meta["stopped_by"] == "target" and result.model is model
     assert result.sparsity == pytest.approx(0.4, abs=0.01)
 
@@ -241,7 +241,7 @@ def test_iterative_with_real_training_returns_a_model_that_meets_the_floor():
         assert result.history[-1]["score"] < floor
     else:
         assert result.sparsity == pytest.approx(0.6, abs=0.01)
-    print(f"\nreal iterative run: {[(e['step'], round(e['sparsity'], 3), round(e['score'], 4)) for e in result.history]}"
+    print(f"\nreal iterative run: {[(e['step'], round(e['reached'], 3), round(e['score'], 4)) for e in result.history]}"
           f" floor {floor:.4f}, stopped by {result.meta['stopped_by']}")
 
 

@@ -61,7 +61,7 @@ class BatchTrainer:
 
 def _request(model, target, trainer=None, steps=4, interval=3):
     return PruneRequest(
-        model=model, example_inputs=torch.randn(1, 3, 32, 32), sparsity=target,
+        model=model, example_inputs=torch.randn(1, 3, 32, 32), amount=target,
         train=trainer or BatchTrainer(), ignored_layers=output_layers(model),
         pruning_steps=steps, step_interval=interval,
     )
@@ -109,8 +109,8 @@ def test_gradual_pruner_reaches_target_and_zeros_survive_finetuning(name, option
     warmup, cooldown = options.get("warmup_steps", 0), options.get("cooldown_steps", 0)
     assert request.train.steps == warmup + 4 * 3 + cooldown
     assert [h["iteration"] for h in result.history] == [warmup + 3 * k for k in (1, 2, 3, 4)]
-    assert result.history[-1]["target_sparsity"] == pytest.approx(target)
-    assert all(abs(h["sparsity"] - h["target_sparsity"]) <= 0.01 for h in result.history)
+    assert result.history[-1]["amount"] == pytest.approx(target)
+    assert all(abs(h["reached"] - h["amount"]) <= 0.01 for h in result.history)
     _check_zeros_survive_finetuning(result)
 
 
@@ -118,8 +118,8 @@ def test_gradual_pruner_reaches_target_and_zeros_survive_finetuning(name, option
 def test_history_follows_the_schedule(name, shape):
     _, result = _prune(name, 0.8, initial_sparsity=0.2)
     expected = Schedule(shape, 0.8, 4, 3, initial=0.2)
-    assert [h["target_sparsity"] for h in result.history] == pytest.approx([expected.at(t) for t in (3, 6, 9, 12)])
-    assert [h["sparsity"] for h in result.history] == pytest.approx([expected.at(t) for t in (3, 6, 9, 12)], abs=0.01)
+    assert [h["amount"] for h in result.history] == pytest.approx([expected.at(t) for t in (3, 6, 9, 12)])
+    assert [h["reached"] for h in result.history] == pytest.approx([expected.at(t) for t in (3, 6, 9, 12)], abs=0.01)
 
 
 @pytest.mark.parametrize("backend", ["nni", "toolkit"])
@@ -128,7 +128,7 @@ def test_level_prunes_the_smallest_weights_in_one_shot(target, backend):
     model = ToySeg()
     keys = list(model.state_dict())
     magnitudes = {n: p.detach().abs().clone() for n, p in model.named_parameters()}
-    request = PruneRequest(model=model, example_inputs=torch.randn(1, 3, 32, 32), sparsity=target)
+    request = PruneRequest(model=model, example_inputs=torch.randn(1, 3, 32, 32), amount=target)
     result = toolkit.create_pruner("level", backend=backend).prune(request)
     assert result.backend == backend
     assert abs(result.sparsity - target) <= 0.01
@@ -142,7 +142,7 @@ def test_level_prunes_the_smallest_weights_in_one_shot(target, backend):
 def test_nni_and_toolkit_level_agree():
     model = ToySeg()
     # 0.75 of every layer is a whole number of weights: NNI floors the count, we round it
-    request = lambda m: PruneRequest(model=m, example_inputs=torch.randn(1, 3, 32, 32), sparsity=0.75)  # noqa: E731
+    request = lambda m: PruneRequest(model=m, example_inputs=torch.randn(1, 3, 32, 32), amount=0.75)  # noqa: E731
     nni = toolkit.create_pruner("level", backend="nni").prune(request(copy.deepcopy(model)))
     ours = toolkit.create_pruner("level", backend="toolkit").prune(request(copy.deepcopy(model)))
     assert nni.masks.keys() == ours.masks.keys()
@@ -188,7 +188,7 @@ def test_user_errors_say_what_to_do():
         toolkit.create_pruner("level", warmup_steps=3)
     with pytest.raises(UsageError, match="backend"):
         toolkit.create_pruner("linear", backend="tf")
-    no_trainer = PruneRequest(model=ToySeg(), example_inputs=torch.randn(1, 3, 32, 32), sparsity=0.5)
+    no_trainer = PruneRequest(model=ToySeg(), example_inputs=torch.randn(1, 3, 32, 32), amount=0.5)
     with pytest.raises(PruningError, match="StepTrainer"):
         toolkit.create_pruner("agp").prune(no_trainer)
     with pytest.raises(PruningError, match="backend='toolkit'"):

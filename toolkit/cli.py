@@ -273,31 +273,38 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 # -- prune ------------------------------------------------------------------------------
 def _cmd_prune(args: argparse.Namespace) -> int:
-    from toolkit.errors import UsageError
-    from toolkit.plugins import get_registry
-    from toolkit.pruning.targets import Target
-    from toolkit.runner.cell import Cell, run_cell
-    from toolkit.runner.dense import train_dense
-    from toolkit.runner.stages import read_recipe, write_json
+    import time
 
-    get_registry().get(args.plugin)  # unknown names fail before any work
+    from toolkit.atomic import write_json
+    from toolkit.errors import UsageError
+    from toolkit.pruning.targets import Target
+    from toolkit.runner.cell import Cell, resolve_pruner, run_cell
+    from toolkit.runner.dense import train_dense
+    from toolkit.runner.rows import cell_row, environment, ok_columns
+    from toolkit.runner.stages import Checkpoint
+
     if args.sparsity is not None and args.target is not None:
         raise UsageError("give --sparsity or --target, not both")
     target = args.target if args.target is not None else (None if args.sparsity is None else str(args.sparsity))
     arch = args.arch
-    if args.checkpoint:
-        arch = read_recipe(args.checkpoint)["arch"]  # the checkpoint says what model it is
+    checkpoint = Checkpoint.read(args.checkpoint) if args.checkpoint else None  # read once, used by every stage
+    if checkpoint:
+        arch = checkpoint.recipe["arch"]  # the checkpoint says what model it is
     job = _job_from(argparse.Namespace(**{**vars(args), "arch": arch}), plugin=args.plugin, target=target,
                     checkpoint=args.checkpoint, plugin_options=_plugin_options(args.option) or None)
-    if job.checkpoint:
-        job.run.encoder = read_recipe(job.checkpoint)["encoder"]
+    if job.checkpoint and checkpoint is None:  # given in the --config file
+        checkpoint = Checkpoint.read(job.checkpoint)
+    if checkpoint:
+        job.run.encoder = checkpoint.recipe["encoder"]
     cell = Cell(job.arch, job.data, job.plugin, Target.parse(job.target), job.seed)
-    registered = get_registry().get(cell.plugin)
-    registered.spec.create(job.plugin_options)  # bad options: one line before any training
-    cell.target.for_pruner(registered.spec.kind)
+    options = dict(job.plugin_options or {})
+    resolve_pruner(cell.plugin, cell.target, options)  # unknown name, bad options or target: one line, before any work
     out = _out_dir(args, f"prune-{job.arch}-{job.plugin}")
-    dense = train_dense(job.arch, job.data, job.seed, job.run, out / "dense", checkpoint=job.checkpoint)
-    row = {**cell.as_row(), "status": "ok", **run_cell(cell, job.run, dense, out, options=job.plugin_options)}
+    dense = train_dense(job.arch, job.data, job.seed, job.run, out / "dense", checkpoint=checkpoint)
+    t0 = time.perf_counter()
+    columns = run_cell(cell, job.run, dense, out, options=options, checkpoint=checkpoint)
+    # the row a grid's local executor writes for the same cell: same builder, same columns
+    row = cell_row(cell, job.run, options, "local", environment(), ok_columns(columns), time.perf_counter() - t0)
     write_json(row, out / "result.json")
     print(f"{cell_line(row)}; wrote {out}")
     return 0

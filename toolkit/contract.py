@@ -22,7 +22,9 @@ differs).
 """
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
@@ -66,11 +68,17 @@ class StepTrainer(Protocol):
 @dataclass
 class PruneRequest:
     """Everything a pruner may use. Only ``model``, ``example_inputs`` and
-    ``sparsity`` are always set; a pruner that needs more says so with a
+    ``amount`` are always set; a pruner that needs more says so with a
     ``PruningError`` when it is missing.
 
-    ``sparsity`` is the amount in the pruner's own measure (channel rate or
-    zero fraction). ``target`` is set when the run asked for a cost
+    ``amount`` is how much to prune in the pruner's own measure: the channel
+    **rate** (fraction of each prunable layer's output channels removed) for a
+    structured pruner, the **zero fraction** of the prunable weights for an
+    unstructured one; the word is ``torch.nn.utils.prune``'s, which means the
+    same by it for its structured and unstructured methods. (It was called
+    ``sparsity``, which a structured pruner's is not; ``request.sparsity`` and
+    ``PruneRequest(sparsity=...)`` still work for one release, with a
+    ``DeprecationWarning``.) ``target`` is set when the run asked for a cost
     (``flops=0.5``); only pruners whose spec says ``cost_targets=True`` see
     one, the core handles it for the others. ``evaluate(model, limit=None)``
     scores a model on the validation split (higher is better), or on
@@ -79,7 +87,7 @@ class PruneRequest:
 
     model: nn.Module
     example_inputs: torch.Tensor
-    sparsity: float
+    amount: float
     target: "Target | None" = None
     train: StepTrainer | None = None
     evaluate: Callable[[nn.Module], float] | None = None
@@ -87,6 +95,44 @@ class PruneRequest:
     pruning_steps: int = 10  # n_p: how many times the mask is tightened
     step_interval: int = 10  # dt: training iterations between two prunes
     seed: int = 0  # for any randomness of the pruner (random scores, sampled batches)
+
+    @property
+    def sparsity(self) -> float:
+        """Deprecated name of ``amount`` (a structured pruner's is a channel rate, not a sparsity)."""
+        _deprecated_sparsity()
+        return self.amount
+
+    @sparsity.setter
+    def sparsity(self, value: float) -> None:
+        _deprecated_sparsity()
+        self.amount = value
+
+
+_WARNED: set[str] = set()
+
+
+def _deprecated_sparsity() -> None:
+    """One ``DeprecationWarning`` a process, not one a cell: a grid's plugin reads it in every cell."""
+    if "sparsity" not in _WARNED:
+        _WARNED.add("sparsity")
+        warnings.warn("PruneRequest.sparsity is deprecated and goes in the next release: use PruneRequest.amount "
+                      "(the same value: the pruner's own measure)", DeprecationWarning, stacklevel=3)
+
+
+def _accept_sparsity_keyword(init: Callable[..., None]) -> Callable[..., None]:
+    """``PruneRequest(..., sparsity=0.5)``, as plugins built before ``amount`` write it."""
+    @functools.wraps(init)
+    def __init__(self: PruneRequest, *args: Any, **kwargs: Any) -> None:
+        if "sparsity" in kwargs:
+            _deprecated_sparsity()
+            if "amount" in kwargs or len(args) >= 3:
+                raise TypeError("PruneRequest takes amount or its old name sparsity, not both")
+            kwargs["amount"] = kwargs.pop("sparsity")
+        init(self, *args, **kwargs)
+    return __init__
+
+
+PruneRequest.__init__ = _accept_sparsity_keyword(PruneRequest.__init__)  # type: ignore[method-assign]
 
 
 @dataclass

@@ -249,7 +249,7 @@ class _ModelCheck:
     def prune(self, pruner: Any, sparsity: float) -> tuple[float, float]:
         model = copy.deepcopy(self.dense)
         trainer = SyntheticTrainer(batch=1)  # one image a step: enough for scores and schedules, half the cost
-        request = PruneRequest(model=model, example_inputs=self.x[:1], sparsity=sparsity, train=trainer,
+        request = PruneRequest(model=model, example_inputs=self.x[:1], amount=sparsity, train=trainer,
                                evaluate=trainer.score, ignored_layers=output_layers(model), pruning_steps=2,
                                step_interval=2, seed=0)
         try:

@@ -16,7 +16,7 @@ class GlobalMagnitude:
             if p.dim() > 1 and id(p) not in skip
         }
         scores = torch.cat([p.detach().abs().flatten() for p in weights.values()])
-        k = int(request.sparsity * scores.numel())
+        k = int(request.amount * scores.numel())
         threshold = scores.kthvalue(k).values if k > 0 else scores.min() - 1
         masks = {}
         with torch.no_grad():

@@ -26,7 +26,7 @@ class Sleepy:
         masks = {}
         with torch.no_grad():
             for name, p in weights.items():
-                k = max(1, int(request.sparsity * p.numel()))
+                k = max(1, int(request.amount * p.numel()))
                 masks[name] = (p.abs() > p.abs().flatten().kthvalue(k).values).to(p.dtype)
                 p.mul_(masks[name])
         zeros = sum(int((m == 0).sum()) for m in masks.values())

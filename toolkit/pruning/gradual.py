@@ -57,7 +57,7 @@ def check_ran(count: int, expected: int) -> None:
 def unstructured_result(request: PruneRequest, backend: str, masks: Masks, history: list[dict[str, Any]],
                         meta: dict[str, Any]) -> PruneResult:
     achieved = sparsity(request.model, ignored_layers(request))
-    meta = {**meta, "target_sparsity": request.sparsity, "mask_sparsity": mask_sparsity(masks)}
+    meta = {**meta, "amount": request.amount, "mask_zero_fraction": mask_sparsity(masks)}
     return PruneResult(request.model, "unstructured", backend, achieved, masks, history, meta)
 
 
@@ -89,7 +89,7 @@ def gradual_masks(
             masks.update(masks_from_scores(criterion.scores(), target, scope, keep_pruned=masks))
             apply_masks(model, masks)
             criterion.after_prune()
-            history.append({"iteration": t, "target_sparsity": target, "sparsity": sparsity(model, ignored)})
+            history.append({"iteration": t, "amount": target, "reached": sparsity(model, ignored)})
 
     total = schedule.end + cooldown
     count, counted = counting(after_step)

@@ -120,7 +120,7 @@ class RatePlan:
     kept: dict[str, int] | None = None
 
     def describe(self, target: Target) -> dict[str, Any]:
-        described = {"target": str(target), "rate": self.rate, "reached": self.reached, "trials": self.trials}
+        described = {"target": str(target), "amount": self.rate, "reached": self.reached, "trials": self.trials}
         if self.kept is not None:
             return {**described, "kept_channels": self.kept}
         return {**described, "held_layers": sorted(self.rate_dict or {})}
@@ -295,7 +295,7 @@ class ImportancePruner:
         ignored = [*request.ignored_layers, *protected_layers(model, x, parse_roles(self.protect))]
         surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=self.round_to,
                                keep_residual=self.keep_residual, max_rate=self.max_rate)
-        rate, rate_dict, search = request.sparsity, None, None
+        rate, rate_dict, search = request.amount, None, None
         cost = request.target if request.target is not None and request.target.is_cost else None
         planned = cost is not None or bool(self.round_to) or self.global_pruning  # decided on scores before pruning
         if gradients and (planned or self.sensitivity):
@@ -303,7 +303,7 @@ class ImportancePruner:
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
         elif planned:
-            plan = plan_channels(model, x, cost or Target("rate", request.sparsity), importance,
+            plan = plan_channels(model, x, cost or Target("rate", request.amount), importance,
                                  latency_runtime=self.latency_runtime, **surgery_options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
             surgery_options = plan.surgery_options(surgery_options)
@@ -348,7 +348,7 @@ class ImportancePruner:
             history=history,
             meta={
                 "importance": self.spec.name,
-                "rate": rate,
+                "amount": rate,
                 "layer_rates": rate_dict,
                 "protected": [n for n, m in model.named_modules() if any(m is p for p in ignored[len(request.ignored_layers):])],
                 "search": search,
@@ -375,7 +375,7 @@ class ImportancePruner:
         rates = self._scan_rates()
         scanned = scan(model, x, importance, lambda m: request.evaluate(m, limit=self.sensitivity_images), rates,
                        **{k: v for k, v in surgery_options.items() if k != "max_rate"})
-        goal = cost or Target("rate", request.sparsity)
+        goal = cost or Target("rate", request.amount)
         if goal.kind == "rate":
             before = channel_counts(model)
 
@@ -409,8 +409,9 @@ class ImportancePruner:
         return max(floors) if floors else None
 
 
-def _record(step: int, rate: float, sparsity: float, model: nn.Module, x: torch.Tensor, score: float | None) -> dict[str, Any]:
-    return {"step": step, "rate": rate, "sparsity": sparsity, "params": count_parameters(model),
+def _record(step: int, amount: float, reached: float, model: nn.Module, x: torch.Tensor, score: float | None) -> dict[str, Any]:
+    """One step of ``history``: the channel rate asked for by then (``amount``) and the one measured (``reached``)."""
+    return {"step": step, "amount": amount, "reached": reached, "params": count_parameters(model),
             "flops": count_flops(model, x), "score": score}
 
 
@@ -473,4 +474,4 @@ def prune_channels(
     surgery = ChannelSurgery(model, example_inputs, plan.rate, importance, rate_dict=plan.rate_dict,
                              **plan.surgery_options(surgery_options))
     reached_rate = surgery.step()
-    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"rate": plan.rate, "search": search})
+    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"amount": plan.rate, "search": search})

@@ -6,7 +6,7 @@ One vocabulary from the command line to the results row:
   structured pruner that is the channel **rate** (fraction of output channels
   removed from each prunable layer), for an unstructured one the **zero
   fraction** of the prunable weights. The row calls it ``rate`` or
-  ``sparsity`` accordingly.
+  ``sparsity`` accordingly; the pruner is handed it as ``PruneRequest.amount``.
 * ``flops=0.5``, ``params=0.5``, ``latency=0.5``: a **cost** target, "remove
   50% of the FLOPs (parameters, latency)". Structured pruners search the rate
   that reaches it; unstructured pruners keep dense kernels, so they are run at

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.config import RunConfig, write_config
+from toolkit.contract import PrunerSpec
 from toolkit.pruning.surgery import channel_counts, channel_sparsity
 from toolkit.pruning.targets import Target, met
 from toolkit.results.alerts import row_warnings
 from toolkit.runner.stages import (
-    compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage, reached,
-    recipe, recovery_trainer, reinitialise, save_examples, save_model, targeted_runtime, time_dense_on,
+    Checkpoint, compare_rows, describe, drop_resume_checkpoints, finetune_stage, load_dense, open_workbench, prune_stage,
+    reached, recipe, recovery_trainer, reinitialise, save_examples, save_model, targeted_runtime, time_dense_on,
 )
 from toolkit.workbench.training import write_history
 
@@ -78,6 +79,20 @@ class Cell:
                 **({} if self.recovery_steps is None else {"recovery_steps": self.recovery_steps})}
 
 
+def resolve_pruner(plugin: str, target: Target, options: dict[str, Any] | None = None) -> tuple[PrunerSpec, Target]:
+    """The pruner's spec and ``target`` in the pruner's measure (``rate`` for a structured pruner,
+    ``sparsity`` for an unstructured one); with ``options``, they are checked against the spec. The one
+    place a pruner is looked up by name: the CLI and the grid call it to fail before any work, a cell
+    to run, and the stages receive what it returns."""
+    from toolkit.plugins import get_registry
+
+    spec = get_registry().get(plugin).spec
+    resolved = target.for_pruner(spec.kind)
+    if options is not None:
+        spec.create(options)  # bad options: one line, before any work
+    return spec, resolved
+
+
 def run_cell(
     cell: Cell,
     settings: RunConfig,
@@ -86,22 +101,21 @@ def run_cell(
     *,
     options: dict[str, Any] | None = None,
     examples: int = 0,
+    checkpoint: Checkpoint | None = None,
 ) -> dict[str, Any]:
     """prune -> fine-tune -> measure -> save; returns the cell's measured columns (raises on failure).
 
     ``dense`` is the dense stage's stats (``toolkit.runner.dense``): its
-    ``checkpoint`` is loaded, its measurements are the "before" of every column.
+    ``checkpoint`` is loaded (or ``checkpoint``, the same file already read),
+    its measurements are the "before" of every column.
     """
-    from toolkit.plugins import get_registry
-
     options = dict(options or {})
     wb = open_workbench(settings, cell.dataset, cell.seed)
-    spec = get_registry().get(cell.plugin).spec
-    target = cell.target.for_pruner(spec.kind)
+    spec, target = resolve_pruner(cell.plugin, cell.target)
     folder.mkdir(parents=True, exist_ok=True)
     write_config({**cell.as_row(), "target_kind": target.kind, "plugin_options": options, "run": settings},
                  folder / "config.toml")
-    dense_model = load_dense(dense["checkpoint"], wb.splits.num_classes).to(wb.device)
+    dense_model = load_dense(checkpoint or dense["checkpoint"], wb.splits.num_classes).to(wb.device)
     channels_before = channel_counts(dense_model)
 
     teacher = dense_model if settings.distill.enabled else None
@@ -109,7 +123,7 @@ def run_cell(
     if recovery_steps is None:
         recovery_steps = wb.prune_steps + settings.epochs_finetune * wb.steps_per_epoch
     prune_steps = min(wb.prune_steps, recovery_steps)
-    pruned = prune_stage(wb, dense_model, cell.plugin, options, target, teacher=teacher, steps=prune_steps)
+    pruned = prune_stage(wb, dense_model, spec, options, target, teacher=teacher, steps=prune_steps)
     write_history(pruned.history, folder / "prune_metrics.csv")
     result = pruned.result
     finetune_steps = recovery_steps - prune_steps + max(0, prune_steps - pruned.steps)

@@ -15,8 +15,8 @@ from typing import Any
 from toolkit.config import RunConfig
 from toolkit.errors import UsageError
 from toolkit.runner.stages import (
-    build_model, describe, drop_resume_checkpoints, load_dense, open_workbench, read_recipe, recipe, save_examples,
-    save_model, write_json,
+    Checkpoint, build_model, describe, drop_resume_checkpoints, open_workbench, recipe, save_examples, save_model,
+    write_json,
 )
 
 STATS = "stats.json"
@@ -40,11 +40,12 @@ def train_dense(
     settings: RunConfig,
     folder: Path,
     *,
-    checkpoint: str | Path | None = None,
+    checkpoint: str | Path | Checkpoint | None = None,
     examples: int = 0,
 ) -> dict[str, Any]:
     """Train the dense model into ``folder`` (resuming an interrupted training), or measure
-    the given ``checkpoint``; returns its stats (also ``folder/stats.json``)."""
+    the given ``checkpoint`` (a file, or a ``Checkpoint`` already read); returns its stats (also
+    ``folder/stats.json``)."""
     done = finished_dense(folder)
     if done is not None:
         return done
@@ -53,10 +54,11 @@ def train_dense(
     t0 = time.perf_counter()
     history: list[dict[str, Any]] = []
     if checkpoint:
-        if read_recipe(checkpoint)["arch"] != arch:
-            raise UsageError(f"{checkpoint} holds a {read_recipe(checkpoint)['arch']} model, not {arch}")
-        model = load_dense(checkpoint, wb.splits.num_classes)
-        path, seconds, steps = Path(checkpoint).resolve(), 0.0, 0
+        given = Checkpoint.read(checkpoint)
+        if given.recipe["arch"] != arch:
+            raise UsageError(f"{given.path} holds a {given.recipe['arch']} model, not {arch}")
+        model = given.model(wb.splits.num_classes)
+        path, seconds, steps = given.path.resolve(), 0.0, 0
     else:
         model = build_model(arch, settings, wb.splits.num_classes, seed)
         trainer = wb.trainer("train")

@@ -24,7 +24,7 @@ from toolkit.pruning.targets import Target
 from toolkit.results.control import CONTROL
 from toolkit.results.store import SETTINGS, added_settings_hint, finished, read_settings, write_results
 from toolkit.results.tracking import open_tracker
-from toolkit.runner.cell import Cell
+from toolkit.runner.cell import Cell, resolve_pruner
 from toolkit.runner.grid_config import (  # noqa: F401 - re-exported: their old home
     EXECUTORS, GridConfig, RayConfig, TrackingConfig, demo_run_config,
 )
@@ -124,10 +124,9 @@ def _check_names(grid: GridConfig) -> None:
         settings_of(grid, name).validate()
     for name in grid.plugins:
         plugin = grid.variants[name]["plugin"] if name in grid.variants else name
-        spec = registry.get(plugin).spec
-        for target in targets_of(grid, name):
-            target.for_pruner(spec.kind)
-        spec.create(options_of(grid, name))  # options are checked against the spec
+        options = options_of(grid, name)
+        for target in targets_of(grid, name) or [Target("sparsity", 0.0)]:  # a name without targets is checked too
+            resolve_pruner(plugin, target, options)  # targets and options checked against the spec
 
 
 def targets_of(grid: GridConfig, plugin: str) -> list[Target]:

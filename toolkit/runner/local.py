@@ -17,7 +17,7 @@ from toolkit.runner.cell import Cell, run_cell
 from toolkit.runner.dense import train_dense
 from toolkit.runner.isolate import call_isolated
 from toolkit.runner.layout import cell_dir, dense_dir
-from toolkit.runner.rows import failed_row
+from toolkit.runner.rows import failed_row, ok_columns
 from toolkit.runner.variants import options_of, settings_of
 
 if TYPE_CHECKING:
@@ -64,4 +64,4 @@ def run_cell_guarded(cell: Cell, settings: "RunConfig", dense: dict[str, Any], f
         raise
     except Exception as exc:  # noqa: BLE001 - the reason goes in the row
         return failed_row(exc, with_traceback=True)
-    return {"status": "ok", "error": None, **columns}
+    return ok_columns(columns)

@@ -1,5 +1,6 @@
 """A grid row: the columns every row shares (the environment a reader needs to reproduce it, a failed
-cell's reason) and the ``Recorder`` that writes rows. Executors import this, never the grid module."""
+cell's reason) and the ``Recorder`` that writes rows. Executors import this, never the grid module;
+``toolkit prune`` builds its ``result.json`` with ``cell_row`` too, so its columns are a grid row's."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -19,6 +20,7 @@ from toolkit.runner.layout import cell_dir
 from toolkit.runner.variants import options_of
 
 if TYPE_CHECKING:
+    from toolkit.config import RunConfig
     from toolkit.runner.grid_config import GridConfig
 
 
@@ -60,6 +62,20 @@ def installed_versions(distributions: Mapping[str, str], missing: str = "not ins
     return found
 
 
+def cell_row(cell: Cell, run: "RunConfig", options: Mapping[str, Any], executor: str, env: Mapping[str, Any],
+             columns: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+    """A cell's whole row: its identity, the run's settings and environment, then what it measured
+    (``columns``: ``ok_columns`` or ``failed_row``) and its own time. Every row is made here."""
+    return {**cell.as_row(), "options": dict(options), "encoder": run.encoder, "image_size": run.image_size,
+            "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune], "executor": executor, **env,
+            **columns, "time_cell_s": seconds}
+
+
+def ok_columns(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns of a finished cell: ``run_cell``'s measurements, status ok."""
+    return {"status": "ok", "error": None, **columns}
+
+
 def failed_row(error: BaseException | str, with_traceback: bool = False) -> dict[str, Any]:
     """The columns of a failed cell: the reason in one line (and the traceback of a bug)."""
     from toolkit.runner.isolate import CellError
@@ -83,14 +99,9 @@ class Recorder:
         self.grid, self.out_dir, self.rows, self.on_cell = grid, out_dir, rows, on_cell
         self.env = environment()
 
-    def base(self, cell: Cell) -> dict[str, Any]:
-        run = self.grid.run
-        return {**cell.as_row(), "options": options_of(self.grid, cell.name), "encoder": run.encoder,
-                "image_size": run.image_size, "epochs": [run.epochs_train, run.epochs_prune, run.epochs_finetune],
-                "executor": self.grid.executor, **self.env}
-
     def record(self, cell: Cell, columns: dict[str, Any], seconds: float) -> dict[str, Any]:
-        row = {**self.base(cell), **columns, "time_cell_s": seconds}
+        row = cell_row(cell, self.grid.run, options_of(self.grid, cell.name), self.grid.executor, self.env, columns,
+                       seconds)
         folder = cell_dir(self.out_dir, cell)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(row, folder / "result.json")

@@ -22,7 +22,7 @@ from torch import nn
 
 from toolkit.atomic import write_json  # noqa: F401 - re-exported: its old home
 from toolkit.config import RunConfig
-from toolkit.contract import PruneRequest, PruneResult, check_result
+from toolkit.contract import PruneRequest, PruneResult, PrunerSpec, check_result
 from toolkit.errors import UsageError
 from toolkit.pruning.targets import Target
 from toolkit.results.measure import (
@@ -134,28 +134,45 @@ def build_model(arch: str, settings: RunConfig, num_classes: int, seed: int) -> 
     return create_model(arch, settings.encoder, weights, num_classes=num_classes)
 
 
-def _read_checkpoint(path: str | Path) -> dict[str, Any]:
-    from toolkit.pruning.serialize import read_file
+@dataclass(frozen=True)
+class Checkpoint:
+    """A dense checkpoint read from disk once (``weights_only``: no code is unpickled): its
+    ``recipe`` says what model it is, ``model()`` builds a fresh copy as often as it is needed."""
 
-    state = read_file(path, "checkpoint")
-    if not isinstance(state, dict) or "recipe" not in state:
-        raise UsageError(f"{path} is not a toolkit dense checkpoint (no 'recipe'); train one with 'toolkit train'")
-    return state
+    path: Path
+    state: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: "str | Path | Checkpoint") -> "Checkpoint":
+        if isinstance(path, Checkpoint):
+            return path
+        from toolkit.pruning.serialize import read_file
+
+        state = read_file(path, "checkpoint")
+        if not isinstance(state, dict) or "recipe" not in state:
+            raise UsageError(f"{path} is not a toolkit dense checkpoint (no 'recipe'); train one with 'toolkit train'")
+        return cls(Path(path), state)
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        return dict(self.state["recipe"])
+
+    def model(self, num_classes: int | None = None) -> nn.Module:
+        r = self.state["recipe"]
+        if num_classes is not None and r["num_classes"] != num_classes:
+            raise UsageError(f"{self.path} predicts {r['num_classes']} classes but the dataset has {num_classes}")
+        model = create_model(r["arch"], r["encoder"], None, num_classes=r["num_classes"])
+        model.load_state_dict(self.state["model"])
+        return model
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    return dict(_read_checkpoint(path)["recipe"])
+    return Checkpoint.read(path).recipe
 
 
-def load_dense(path: str | Path, num_classes: int | None = None) -> nn.Module:
-    """Load a dense checkpoint (``weights_only``: no code is unpickled)."""
-    state = _read_checkpoint(path)
-    r = state["recipe"]
-    if num_classes is not None and r["num_classes"] != num_classes:
-        raise UsageError(f"{path} predicts {r['num_classes']} classes but the dataset has {num_classes}")
-    model = create_model(r["arch"], r["encoder"], None, num_classes=r["num_classes"])
-    model.load_state_dict(state["model"])
-    return model
+def load_dense(path: "str | Path | Checkpoint", num_classes: int | None = None) -> nn.Module:
+    """A dense model from its checkpoint file (read now) or from a ``Checkpoint`` already read."""
+    return Checkpoint.read(path).model(num_classes)
 
 
 def save_model(model: nn.Module, rebuild: dict[str, Any], path: Path, structured: bool = False,
@@ -224,26 +241,23 @@ class Pruned:
 def prune_stage(
     wb: Workbench,
     dense: nn.Module,
-    plugin: str,
+    spec: PrunerSpec,
     options: dict[str, Any],
     target: Target,
     teacher: nn.Module | None = None,
     steps: int | None = None,
 ) -> Pruned:
-    """Run one pruner plugin on a copy of the dense model at ``target``, in at most ``steps``
-    training steps (default: the prune stage's epochs; see ``toolkit.runner.cell`` on budgets).
+    """Run one pruner (``spec``, looked up by ``toolkit.runner.cell.resolve_pruner``) on a copy of the
+    dense model at ``target`` (already in the pruner's measure), in at most ``steps`` training steps
+    (default: the prune stage's epochs; see ``toolkit.runner.cell`` on budgets).
 
     A cost target goes to pruners that handle it themselves; any other
-    structured pruner gets the sparsity that meets it, searched on copies of
+    structured pruner gets the amount (channel rate) that meets it, searched on copies of
     the model; an unstructured one (dense kernels cut no cost) runs at a zero
     fraction equal to the target's value and its row says what it reached.
     A structured result then has its BatchNorm statistics recalibrated
     (``bn_recalibration`` batches), whichever pruner made it.
     """
-    from toolkit.plugins import get_registry
-
-    registered = get_registry().get(plugin)
-    spec = registered.spec
     pruner = spec.create(options)
     model = copy.deepcopy(dense).to(wb.device)
     steps = wb.prune_steps if steps is None else steps
@@ -251,9 +265,9 @@ def prune_stage(
     logger = StageTrainer(wb, wb.trainer("prune", teacher, steps=steps))
     example = wb.example.to(wb.device)
 
-    def request(model: nn.Module, sparsity: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
+    def request(model: nn.Module, amount: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
         return PruneRequest(
-            model=model, example_inputs=example, sparsity=sparsity, target=cost, train=train,
+            model=model, example_inputs=example, amount=amount, target=cost, train=train,
             evaluate=train.trainer.score, ignored_layers=output_layers(model),
             pruning_steps=wb.settings.pruning_steps, step_interval=max(1, total_iters // wb.settings.pruning_steps),
             seed=wb.seed,
@@ -262,8 +276,8 @@ def prune_stage(
     t0 = time.perf_counter()
     if target.is_cost and spec.kind == "structured" and not spec.cost_targets:
         trials = StageTrainer(wb, wb.trainer("search", teacher))  # trials' training stays out of the curves
-        sparsity, search = _search_black_box(pruner, model, example, target, lambda m, s: request(m, s, None, trials))
-        result = check_result(pruner.prune(request(model, sparsity, None)))
+        amount, search = _search_black_box(pruner, model, example, target, lambda m, a: request(m, a, None, trials))
+        result = check_result(pruner.prune(request(model, amount, None)))
         result.meta = {**result.meta, "search": search}
     else:
         cost = target if (target.is_cost and spec.cost_targets) else None
@@ -276,19 +290,19 @@ def prune_stage(
 
 def _search_black_box(pruner: Any, model: nn.Module, example: torch.Tensor, target: Target,
                       make_request: Callable[[nn.Module, float], PruneRequest]) -> tuple[float, dict[str, Any]]:
-    """The sparsity at which a structured pruner that knows nothing of costs meets a cost target."""
+    """The amount (channel rate) at which a structured pruner that knows nothing of costs meets a cost target."""
     from toolkit.pruning.targets import find_rate
     from toolkit.results.measure import cost_of
 
     before = cost_of(target.kind, model, example)
 
-    def reduction_at(sparsity: float) -> float:
+    def reduction_at(amount: float) -> float:
         trial = copy.deepcopy(model)
-        pruned = check_result(pruner.prune(make_request(trial, sparsity))).model
+        pruned = check_result(pruner.prune(make_request(trial, amount))).model
         return reduction(before, cost_of(target.kind, pruned, example))
 
-    rate, reached, trials = find_rate(reduction_at, target.value, max_trials=8)
-    return rate, {"target": str(target), "rate": rate, "reached": reached, "trials": trials}
+    amount, reached, trials = find_rate(reduction_at, target.value, max_trials=8)
+    return amount, {"target": str(target), "amount": amount, "reached": reached, "trials": trials}
 
 
 # -- the fine-tune stage ---------------------------------------------------------------------
