@@ -23,6 +23,7 @@ from toolkit.runner.stages import reached, targeted_runtime
 pytest.importorskip("onnxruntime", reason="latency on ONNX Runtime needs onnxruntime (pip install 'toolkit[onnx]')")
 
 X = torch.randn(1, 3, 64, 64)
+CLEAR_MISS = 0.15  # a latency target 15 points off is missed however loaded the machine
 
 
 def tiny_linknet() -> torch.nn.Module:
@@ -48,9 +49,16 @@ def test_latency_target_on_onnxruntime_is_met_within_the_measured_spread(tmp_pat
     dense = copy.deepcopy(model)
     result = prune_channels(model, X, target="latency=0.5", importance="l1", latency_runtime="onnxruntime")
     assert len(list((tmp_path / "latency").glob("*onnxruntime*-t1.json"))) == 1  # the table is cached
-    before, after = timed_on("onnxruntime", [dense, model], X, runs=30)
-    reached = 1.0 - after.median_ms / before.median_ms
-    tolerance = max(0.01, before.spread, after.spread)  # the timings' interquartile range, relative
+    assert result.meta["round_to"] == 16  # round_to=auto: ONNX Runtime's measured best multiple
+    # The load can change between the search's timings and these (other tests, a grid): dense and pruned are
+    # timed together, interleaved, and once more if the first pass lands outside its own spread. The tolerance
+    # is the spread measured now (interquartile range, relative), capped so that a clear miss still fails.
+    for _ in range(2):
+        before, after = timed_on("onnxruntime", [dense, model], X, runs=30)
+        reached = 1.0 - after.median_ms / before.median_ms
+        tolerance = min(CLEAR_MISS, max(0.01, before.spread, after.spread))
+        if abs(reached - 0.5) <= tolerance:
+            break
     assert abs(reached - 0.5) <= tolerance, (reached, tolerance, result.meta["search"]["trials"])
     with torch.no_grad():
         assert model(X).shape == (1, 2, 64, 64)

@@ -223,7 +223,7 @@ def _allocate(
     keep_residual: bool,
     latency_runtime: str | None,
 ) -> RatePlan:
-    """One allocation at one ``round_to`` (``allocate_channels``); ``Unreachable`` when it misses a cost target."""
+    """One allocation at one ``round_to`` (``allocate_channels``); ``Unreachable`` when it misses a counted cost."""
     costs = latency_costs(latency_runtime) if latency_runtime else None
     allocator = Allocator(model, example_inputs, importance, kind=target.kind if target.is_cost else "flops",
                           round_to=round_to, max_rate=max_rate, ignored_layers=list(ignored_layers),
@@ -245,7 +245,10 @@ def _allocate(
             how, change = ((f"latency on {latency_runtime}", "time on a quieter machine or lower the target")
                            if latency_runtime else ("global ranking", "prune without global_pruning") if global_pruning
                            else (f"round_to={round_to}", "lower round_to"))
-            raise Unreachable(reached, f"{how} came no closer to {target} than {reached:.1%} on this model: {change}")
+            message = f"{how} came no closer to {target} than {reached:.1%} on this model: {change}"
+            if latency_runtime:  # timing noise, not the rounding: a smaller multiple would not help
+                raise PruningError(message)
+            raise Unreachable(reached, message)
         return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept, round_to)
     kept = family(target.value)
     return RatePlan(target.value, allocator.rate_dict(kept), target.value, [], kept, round_to)
