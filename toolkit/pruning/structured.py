@@ -198,16 +198,15 @@ def allocate_channels(
             plan = _allocate(model, example_inputs, target, importance, global_pruning=global_pruning,
                              round_to=multiple, max_rate=max_rate, ignored_layers=ignored_layers,
                              keep_residual=keep_residual, latency_runtime=latency_runtime)
+            break
         except Unreachable as error:
             if multiple == tries[-1]:
                 raise
             missed = missed or error
-            continue
-        if missed is not None:
-            plan.warnings.append(f"round_to={round_to} cannot reach {target} on this model (came to "
-                                 f"{missed.reached:.1%}): rounded to multiples of {multiple} instead")
-        return plan
-    raise AssertionError("unreachable: the last try returns or raises")
+    if missed is not None:
+        plan.warnings.append(f"round_to={round_to} cannot reach {target} on this model (came to "
+                             f"{missed.reached:.1%}): rounded to multiples of {multiple} instead")
+    return plan
 
 
 def _allocate(
