@@ -14,7 +14,7 @@ import torch
 from toolkit.errors import UsageError
 from toolkit.plugins import get_registry
 from toolkit.pruning import prune_channels
-from toolkit.pruning.latency_table import latency_table, measured_reduction, timed_on
+from toolkit.pruning.latency_table import latency_table, measured_reduction
 from toolkit.pruning.targets import Target, met
 from toolkit.results.measure import reduction
 from toolkit.runner.grid import load_grid, run_grid
@@ -50,16 +50,18 @@ def test_latency_target_on_onnxruntime_is_met_within_the_measured_spread(tmp_pat
     result = prune_channels(model, X, target="latency=0.5", importance="l1", latency_runtime="onnxruntime")
     assert len(list((tmp_path / "latency").glob("*onnxruntime*-t1.json"))) == 1  # the table is cached
     assert result.meta["round_to"] == 16  # round_to=auto: ONNX Runtime's measured best multiple
-    # The load can change between the search's timings and these (other tests, a grid): dense and pruned are
-    # timed together, interleaved, and once more if the first pass lands outside its own spread. The tolerance
-    # is the spread measured now (interquartile range, relative), capped so that a clear miss still fails.
+    # Timed again, dense and pruned interleaved, on their fastest passes (what load does not inflate), and once
+    # more if the first measurement lands outside its spread (the load can change between the search's timings
+    # and these). The spread is measured now, under the load there is: the disagreement of the measurement's two
+    # halves, and what the dense model "removes" against a copy of itself in sessions of its own (truly 0).
+    # It is capped, so a clear miss still fails however loaded the machine.
     for _ in range(2):
-        before, after = timed_on("onnxruntime", [dense, model], X, runs=30)
-        reached = 1.0 - after.median_ms / before.median_ms
-        tolerance = min(CLEAR_MISS, max(0.01, before.spread, after.spread))
+        reached, noise = measured_reduction(dense, model, X, runtime="onnxruntime", runs=30)
+        null, null_noise = measured_reduction(dense, copy.deepcopy(dense), X, runtime="onnxruntime", runs=30)
+        tolerance = min(CLEAR_MISS, max(0.02, 2 * noise, 2 * abs(null), 2 * null_noise))
         if abs(reached - 0.5) <= tolerance:
             break
-    assert abs(reached - 0.5) <= tolerance, (reached, tolerance, result.meta["search"]["trials"])
+    assert abs(reached - 0.5) <= tolerance, (reached, tolerance, null, result.meta["search"]["trials"])
     with torch.no_grad():
         assert model(X).shape == (1, 2, 64, 64)
 
