@@ -26,7 +26,9 @@ ranking inside each group then picks *which* channels go, by the criterion.
   its dense cost times the kept fractions of its output and input channels
   (exact for FLOPs and weights). The threshold (or rate) is bisected on that
   model; the last step between two allocations is spent on the groups where a
-  step removes the least importance per unit of cost. The allocation is then
+  step removes the least importance per unit of cost, and where coarse groups
+  make that step jump over the goal, the rest is spent one multiple at a time
+  the same way (``Allocator.fill``). The allocation is then
   pruned on a copy and measured for real (thop, parameters, or whatever
   ``measure`` does), and the goal given to the model is corrected until the
   real reduction meets the target.
@@ -327,7 +329,7 @@ def meet_cost(
     so its goal is moved by the measured miss until the real one is within
     ``tolerance`` (or its uncertainty, if larger). Returns ``(rate, allocation,
     reached, uncertainty, trials)``; trials are ``(channels removed, reached)``
-    pairs, one per allocation measured. Raises when even the smallest allowed
+    pairs, one per allocation measured. Raises ``Unreachable`` when even the smallest allowed
     widths do not reach the goal.
     """
     trials: list[tuple[float, float]] = []
