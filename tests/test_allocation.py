@@ -84,3 +84,23 @@ def test_global_ranking_honours_max_rate():
     with pytest.raises(PruningError, match="cannot be met"):
         prune_channels(create_model("fpn", "resnet18", num_classes=2).eval(), X, target="flops=0.9",
                        importance="fpgm", global_pruning=True, max_rate=0.2)
+
+
+ROUNDED = [pytest.param(a, e, id=f"{a}-{e}", marks=() if (a, e) == ("fpn", "tu-tf_efficientnet_lite0") else pytest.mark.slow)
+           for e in ("tu-tf_efficientnet_lite0", "resnet18") for a in ARCHITECTURES]
+
+
+@pytest.mark.parametrize("arch,encoder", ROUNDED)
+def test_round_to_16_meets_a_flops_target_on_every_smp_architecture(arch, encoder):
+    # FPN + EfficientNet-Lite0 was refused here: its summed GroupNorm blocks keep 32, 64, 96 or 128 channels,
+    # and no allocation of the uniform family lay within a point of 50% (48.5% or 52%)
+    before, after, reached, result = pruned(arch, encoder, round_to=16, max_rate=0.75)
+    assert reached == pytest.approx(0.5, abs=0.01), result.meta["search"]["trials"]
+    assert result.meta["round_to"] == 16 and result.meta["warnings"] == []  # met at 16, no fallback
+    changed = {n for n in before if after[n] != before[n]}
+    assert len(changed) > len(before) / 2
+    assert all(after[n] % 16 == 0 and after[n] >= 16 for n in changed)  # multiples, no layer emptied
+    assert all(after[n] >= 0.25 * before[n] for n in before)  # max_rate
+    # thin layers are not where rounding takes its budget: none loses more than half its width
+    assert all(after[n] >= before[n] / 2 for n in before if before[n] <= 48), \
+        {n: (before[n], after[n]) for n in before if before[n] <= 48 and after[n] < before[n] / 2}

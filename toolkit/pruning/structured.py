@@ -7,7 +7,11 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
 * ``global_pruning`` (False): rank channels across layers instead of removing
   the same fraction from each, never emptying a layer and honouring
   ``max_rate`` (``toolkit.pruning.allocation``);
-* ``round_to`` (none): keep channel counts at the nearest multiple of this (8, 16);
+* ``round_to`` ("auto"): keep channel counts at the nearest multiple of this (8, 16); ``auto``
+  is the measured best of the runtime the model is deployed on, none without one
+  (``toolkit.pruning.rounding``);
+* ``deploy_runtime`` (none): the runtime the model will run on (onnxruntime, openvino, eager),
+  which ``round_to=auto`` rounds for;
 * ``latency_runtime`` ("eager"): where a latency target is timed; "onnxruntime"
   or "openvino" plans on a cached per-layer latency table of that runtime
   (``toolkit.pruning.latency_table``), and the row's ``reached`` is read on it;
@@ -46,9 +50,10 @@ from torch import nn
 
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
-from toolkit.pruning.allocation import Allocator, meet_cost
+from toolkit.pruning.allocation import Allocator, Unreachable, meet_cost
 from toolkit.pruning.latency_table import check_latency_runtime, latency_costs, measured_reduction
 from toolkit.pruning.protect import parse_roles, protected_layers
+from toolkit.pruning.rounding import check_deploy_runtime, deployed_on, fallbacks, parse_round_to, resolve_round_to
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
 from toolkit.pruning.targets import TOLERANCE, Target, find_rate, met
@@ -56,7 +61,9 @@ from toolkit.results.measure import cost_of, count_flops, count_parameters, redu
 
 STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("global_pruning", bool, False, "rank channels across layers instead of the same rate in each"),
-    Option("round_to", int, None, "keep channel counts multiples of this (e.g. 8)"),
+    Option("round_to", str, "auto",
+           "keep channel counts multiples of this (8, 16); auto: the deploy runtime's measured best, none without one"),
+    Option("deploy_runtime", str, "", "the runtime the model is deployed on, which round_to=auto rounds for"),
     Option("keep_residual", bool, False, "leave summed (residual) channels whole, prune inside blocks"),
     Option("iterative", bool, False, "prune in pruning_steps increments with fine-tuning between them"),
     Option("min_score", float, None, "iterative: stop when the validation score falls below this"),
@@ -111,6 +118,8 @@ class RatePlan:
     ``kept`` is set when the toolkit chose every group's channel count itself
     (rounding, global ranking: ``toolkit.pruning.allocation``); ``rate_dict``
     then names every group and the surgery must apply it as it is.
+    ``round_to`` is the multiple used (smaller than asked where the asked one
+    could not meet the target), ``warnings`` say why.
     """
 
     rate: float
@@ -118,6 +127,8 @@ class RatePlan:
     reached: float
     trials: list[tuple[float, float]]
     kept: dict[str, int] | None = None
+    round_to: int | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def describe(self, target: Target) -> dict[str, Any]:
         described = {"target": str(target), "amount": self.rate, "reached": self.reached, "trials": self.trials}
@@ -174,8 +185,44 @@ def allocate_channels(
 
     A latency target with ``latency_runtime`` is allocated on the runtime's
     per-layer latency table and verified by timing dense and pruned models
-    interleaved on it; it counts as met within the timings' spread.
+    interleaved on it; it counts as met within the timings' spread. A cost
+    target that multiples of ``round_to`` cannot meet (one multiple in every
+    thin layer may already remove too little) is met with the largest
+    multiple that can, halving down to 1, and the plan's warning says so;
+    only a target no allocation meets stops with an error.
     """
+    tries = fallbacks(round_to) if round_to and target.is_cost else [round_to]
+    missed: Unreachable | None = None
+    for multiple in tries:
+        try:
+            plan = _allocate(model, example_inputs, target, importance, global_pruning=global_pruning,
+                             round_to=multiple, max_rate=max_rate, ignored_layers=ignored_layers,
+                             keep_residual=keep_residual, latency_runtime=latency_runtime)
+            break
+        except Unreachable as error:
+            if multiple == tries[-1]:
+                raise
+            missed = missed or error
+    if missed is not None:
+        plan.warnings.append(f"round_to={round_to} cannot reach {target} on this model (came to "
+                             f"{missed.reached:.1%}): rounded to multiples of {multiple} instead")
+    return plan
+
+
+def _allocate(
+    model: nn.Module,
+    example_inputs: torch.Tensor,
+    target: Target,
+    importance: tp.importance.Importance,
+    *,
+    global_pruning: bool,
+    round_to: int | None,
+    max_rate: float | None,
+    ignored_layers: Sequence[nn.Module],
+    keep_residual: bool,
+    latency_runtime: str | None,
+) -> RatePlan:
+    """One allocation at one ``round_to`` (``allocate_channels``); ``Unreachable`` when it misses a counted cost."""
     costs = latency_costs(latency_runtime) if latency_runtime else None
     allocator = Allocator(model, example_inputs, importance, kind=target.kind if target.is_cost else "flops",
                           round_to=round_to, max_rate=max_rate, ignored_layers=list(ignored_layers),
@@ -197,10 +244,13 @@ def allocate_channels(
             how, change = ((f"latency on {latency_runtime}", "time on a quieter machine or lower the target")
                            if latency_runtime else ("global ranking", "prune without global_pruning") if global_pruning
                            else (f"round_to={round_to}", "lower round_to"))
-            raise PruningError(f"{how} came no closer to {target} than {reached:.1%} on this model: {change}")
-        return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept)
+            message = f"{how} came no closer to {target} than {reached:.1%} on this model: {change}"
+            if latency_runtime:  # timing noise, not the rounding: a smaller multiple would not help
+                raise PruningError(message)
+            raise Unreachable(reached, message)
+        return RatePlan(allocator.removed(kept), allocator.rate_dict(kept), reached, trials, kept, round_to)
     kept = family(target.value)
-    return RatePlan(target.value, allocator.rate_dict(kept), target.value, [], kept)
+    return RatePlan(target.value, allocator.rate_dict(kept), target.value, [], kept, round_to)
 
 
 def rate_for_target(
@@ -249,7 +299,7 @@ class ImportancePruner:
     spec: ImportanceSpec
     importance_options: dict[str, Any] = field(default_factory=dict)
     global_pruning: bool = False
-    round_to: int | None = None
+    round_to: int | str | None = "auto"
     keep_residual: bool = False
     iterative: bool = False
     min_score: float | None = None
@@ -261,6 +311,7 @@ class ImportancePruner:
     sensitivity_images: int = 32
     max_rate: float | None = None
     latency_runtime: str = "eager"
+    deploy_runtime: str = ""
 
     def __post_init__(self) -> None:
         """Option values that are wrong whatever the model: fail when the pruner is built."""
@@ -270,8 +321,8 @@ class ImportancePruner:
             raise UsageError("min_score / max_drop only apply with iterative=true")
         if self.max_drop is not None and self.max_drop < 0:
             raise UsageError(f"max_drop must be >= 0, got {self.max_drop}")
-        if self.round_to is not None and self.round_to < 1:
-            raise UsageError(f"round_to must be a positive channel count (e.g. 8), got {self.round_to}")
+        parse_round_to(self.round_to)
+        check_deploy_runtime(self.deploy_runtime)
         if self.sensitivity and self.global_pruning:
             raise UsageError("sensitivity sets per-layer rates itself: drop global_pruning")
         check_latency_runtime(self.latency_runtime)  # an unknown or uninstalled runtime fails here
@@ -293,11 +344,13 @@ class ImportancePruner:
         gradients = needs_gradients(self.spec, importance)
         self._check(request, gradients)
         ignored = [*request.ignored_layers, *protected_layers(model, x, parse_roles(self.protect))]
-        surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=self.round_to,
-                               keep_residual=self.keep_residual, max_rate=self.max_rate)
-        rate, rate_dict, search = request.amount, None, None
         cost = request.target if request.target is not None and request.target.is_cost else None
-        planned = cost is not None or bool(self.round_to) or self.global_pruning  # decided on scores before pruning
+        round_to = resolve_round_to(self.round_to, deployed_on(self.deploy_runtime, self.latency_runtime,
+                                                               cost.kind if cost is not None else None))
+        surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=round_to,
+                               keep_residual=self.keep_residual, max_rate=self.max_rate)
+        rate, rate_dict, search, warnings = request.amount, None, None, []
+        planned = cost is not None or bool(round_to) or self.global_pruning  # decided on scores before pruning
         if gradients and (planned or self.sensitivity):
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
@@ -306,6 +359,7 @@ class ImportancePruner:
             plan = plan_channels(model, x, cost or Target("rate", request.amount), importance,
                                  latency_runtime=self.latency_runtime, **surgery_options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
+            round_to, warnings = plan.round_to if plan.kept is not None else round_to, plan.warnings
             surgery_options = plan.surgery_options(surgery_options)
         steps = max(1, request.pruning_steps) if self.iterative else 1
         params0, flops0 = count_parameters(model), count_flops(model, x)
@@ -353,7 +407,8 @@ class ImportancePruner:
                 "protected": [n for n, m in model.named_modules() if any(m is p for p in ignored[len(request.ignored_layers):])],
                 "search": search,
                 "global_pruning": self.global_pruning,
-                "round_to": self.round_to,
+                "round_to": round_to,
+                "warnings": warnings,
                 "keep_residual": self.keep_residual,
                 "iterative": self.iterative,
                 "steps_planned": steps,
@@ -439,10 +494,11 @@ def prune_channels(
     target: str | Target | None = None,
     ignored_layers: Sequence[nn.Module] = (),
     global_pruning: bool = False,
-    round_to: int | None = None,
+    round_to: int | str | None = "auto",
     keep_residual: bool = False,
     max_rate: float | None = None,
     latency_runtime: str = "eager",
+    deploy_runtime: str = "",
     seed: int = 0,
 ) -> PruneResult:
     """Remove output channels of every prunable layer, in place, in one shot.
@@ -452,6 +508,8 @@ def prune_channels(
     fraction of each layer's channels) or ``target`` (``"flops=0.5"``: the
     rate is searched). The segmentation head and classifier are never pruned;
     MA-Net and grouped convolutions work (see ``toolkit.pruning.surgery``).
+    ``round_to="auto"`` rounds for ``deploy_runtime`` (or a latency target's
+    ``latency_runtime``), not at all without one (``toolkit.pruning.rounding``).
     A gradient criterion (taylor) must be given as an object already fed with
     backward passes. Returns a ``PruneResult`` whose ``sparsity`` is the
     measured channel rate.
@@ -467,6 +525,8 @@ def prune_channels(
             raise UsageError(f"{importance} needs gradients: build it, feed it backward passes, and pass the object")
         importance = built
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
+    check_deploy_runtime(deploy_runtime)
+    round_to = resolve_round_to(round_to, deployed_on(deploy_runtime, latency_runtime, chosen.kind))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
                            round_to=round_to, keep_residual=keep_residual, max_rate=max_rate)
     plan = plan_channels(model, example_inputs, chosen, importance, latency_runtime=latency_runtime, **surgery_options)
@@ -474,4 +534,6 @@ def prune_channels(
     surgery = ChannelSurgery(model, example_inputs, plan.rate, importance, rate_dict=plan.rate_dict,
                              **plan.surgery_options(surgery_options))
     reached_rate = surgery.step()
-    return PruneResult(model, "structured", "torch-pruning", reached_rate, meta={"amount": plan.rate, "search": search})
+    used = plan.round_to if plan.kept is not None else round_to
+    return PruneResult(model, "structured", "torch-pruning", reached_rate,
+                       meta={"amount": plan.rate, "search": search, "round_to": used, "warnings": plan.warnings})

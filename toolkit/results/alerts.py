@@ -14,12 +14,14 @@ ZERO_IOU = 0.0005  # below this the IoU prints as 0.000: the model finds no defe
 
 
 def row_warnings(row: dict[str, Any], empty_layers: Iterable[str] = ()) -> list[str]:
-    """The warnings of one finished row (``reached``, ``target_met``, ``test_iou_pruned`` columns)."""
+    """The warnings of one finished row (``reached``, ``target_met``, ``test_iou_pruned`` columns, and the
+    pruner's ``meta["warnings"]``)."""
     out = []
     if row.get("target_met") is False:
         wanted, got = float(row["target"]), float(row["reached"])
         out.append(f"target {row['target_kind']}={wanted:g} missed by {100 * abs(got - wanted):.1f} points "
                    f"(reached {got:.3f})")
+    out.extend((row.get("meta") or {}).get("warnings") or [])  # the pruner's own, e.g. a rounding it had to lower
     empty = list(empty_layers)
     if empty:
         more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""

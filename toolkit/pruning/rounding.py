@@ -1,0 +1,70 @@
+"""Which multiple channel counts are rounded to: ``round_to=auto`` picks the runtime's measured best.
+
+A runtime's kernels run fastest on channel counts that are multiples of its
+vector width; eager PyTorch did not get faster from rounding
+(``benchmarks/results/speedup-round-to.csv``), ONNX Runtime and OpenVINO did,
+by much (``benchmarks/results/runtime-latency.csv``). ``round_to=auto`` (the
+default) therefore rounds for the runtime a model is deployed on: the
+pruner's ``deploy_runtime`` option, else the runtime a latency target is timed
+on (``latency_runtime``); with no runtime named, or eager PyTorch, it does not
+round, so a plain FLOP target prunes exactly as it did before ``auto``.
+"""
+from __future__ import annotations
+
+from toolkit.errors import UsageError
+from toolkit.results.runtimes import RUNTIMES
+
+# Median ONNX Runtime / OpenVINO speed-up over the five smp architectures (EfficientNet-Lite0, 256 px,
+# 1 thread, fpgm at -50% FLOPs, quiet machine) per round_to: benchmarks/results/runtime-latency.csv.
+# 16 misses FPN and 32 U-Net++ there (neither reached the target then); the others are the medians of five.
+MEASURED_SPEEDUP: dict[str, dict[int, float]] = {
+    "onnxruntime": {1: 1.24, 8: 1.55, 16: 1.88, 32: 1.84},
+    "openvino": {1: 1.57, 8: 1.67, 16: 1.89, 32: 1.84},
+}
+# a runtime not in the table is not rounded: eager PyTorch was not faster rounded, a GPU runtime is unmeasured
+AUTO: dict[str, int] = {runtime: max(table, key=table.get) for runtime, table in MEASURED_SPEEDUP.items()}
+
+
+def parse_round_to(value: int | str | None) -> int | str | None:
+    """``round_to`` as given: ``"auto"``, None (``"none"``: no rounding) or a positive channel count."""
+    if value is None or str(value).strip().lower() in ("none", ""):
+        return None
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(f"round_to must be auto, none or a positive channel count (e.g. 8), got {value!r}")
+    return number
+
+
+def check_deploy_runtime(runtime: str) -> str:
+    """A ``deploy_runtime`` the toolkit knows (empty: none named); it need not be installed to round for it."""
+    if runtime and runtime not in RUNTIMES:
+        raise UsageError(f"unknown deploy_runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    return runtime
+
+
+def resolve_round_to(value: int | str | None, runtime: str | None) -> int | None:
+    """The multiple to round to: ``auto`` becomes ``runtime``'s measured best (None: no rounding)."""
+    parsed = parse_round_to(value)
+    if parsed == "auto":
+        return AUTO.get(runtime or "")
+    return parsed  # type: ignore[return-value]
+
+
+def deployed_on(deploy_runtime: str, latency_runtime: str, target_kind: str | None) -> str | None:
+    """The runtime a pruned model is rounded for: the one named for deployment, else a latency target's."""
+    if deploy_runtime:
+        return deploy_runtime
+    return latency_runtime if target_kind == "latency" else None
+
+
+def fallbacks(multiple: int) -> list[int]:
+    """The multiples tried when ``multiple`` cannot meet a target, largest first: halved down to 1."""
+    out = [multiple]
+    while out[-1] > 1:
+        out.append(out[-1] // 2)
+    return out
