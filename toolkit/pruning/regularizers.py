@@ -26,7 +26,7 @@ from torch import nn
 
 from toolkit.pruning.surgery import PRUNABLE, _out_channels, traceable
 from toolkit.workbench.heads import output_layers
-from toolkit.workbench.optim import REGULARIZERS, check_choice
+from toolkit.workbench.optim import REGULARIZERS
 
 _PRUNERS = {  # the Torch-Pruning pruner whose ``regularize`` each name stands for, with the criterion it ranks by
     "group_norm": (tp.pruner.GroupNormPruner, tp.importance.GroupMagnitudeImportance(p=2)),
@@ -42,7 +42,7 @@ def sparsity_regularizer(
     Built on ``model`` as it is (one dependency graph); a model whose layers
     were replaced by channel surgery needs a new one.
     """
-    if check_choice("sparsity regulariser", name, REGULARIZERS) == "none":
+    if REGULARIZERS.check(name) == "none":
         return None
     cls, importance = _PRUNERS[name]
     was_training = model.training
