@@ -14,7 +14,7 @@ from toolkit.contract import check_result
 from toolkit.errors import PruningError, UsageError
 from toolkit.results.measure import count_flops, count_parameters
 from toolkit.workbench.models import output_layers
-from toolkit.pruning.surgery import prunable_layers
+from toolkit.pruning.prunable import prunable_layers
 
 STRUCTURED = ["fpgm", "l1", "l2", "taylor", "lamp", "random"]
 RATE = 0.3
@@ -249,3 +249,19 @@ def test_a_dense_model_below_the_floor_is_refused():
     request = request_for(tiny_unet(), evaluate=lambda m: 0.3)
     with pytest.raises(PruningError, match="already below the floor"):
         create_pruner("l2", iterative=True, min_score=0.5).prune(request)
+
+
+@pytest.mark.parametrize("options,target", [({}, None), ({"keep_residual": True}, "flops=0.4"), ({"round_to": 8}, None)])
+def test_narrow_has_the_shape_the_structured_pruners_leave(options, target):
+    """The narrow baseline is the structured pruners' surgery (prune_channels): the same widths as l1's."""
+    from toolkit.pruning.targets import Target
+
+    widths = {}
+    for name in ("narrow", "l1"):
+        model = tiny_unet()
+        request = request_for(model, target=Target.parse(target) if target else None)
+        result = create_pruner(name, **options).prune(request)
+        widths[name] = {n: m.out_channels for n, m in prunable_layers(result.model).items()}
+        assert result.from_scratch is (name == "narrow")
+    assert widths["narrow"] == widths["l1"]
+    assert sum(widths["narrow"].values()) < sum(m.out_channels for m in prunable_layers(tiny_unet()).values())

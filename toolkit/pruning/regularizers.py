@@ -24,7 +24,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from toolkit.pruning.surgery import PRUNABLE, _out_channels, traceable
+from toolkit.pruning.prunable import PRUNABLE, out_channels
+from toolkit.pruning.surgery import traceable
 from toolkit.workbench.heads import output_layers
 from toolkit.workbench.optim import REGULARIZERS
 
@@ -60,4 +61,4 @@ def _single_channel_layers(model: nn.Module) -> list[nn.Module]:
     """Layers with one output channel (MA-Net's squeeze-excitation on EfficientNet-Lite0): no pruner can
     remove it, and ``GroupNormPruner`` scales its penalty by (max - imp) / (max - min) over the group's
     channels, which is 0 / 0 for one channel and would put NaN into the gradients."""
-    return [m for m in model.modules() if isinstance(m, PRUNABLE) and _out_channels(m) == 1]
+    return [m for m in model.modules() if isinstance(m, PRUNABLE) and out_channels(m) == 1]
