@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 from toolkit.errors import ToolkitError
 from toolkit.runner.executors import EXECUTORS
 from toolkit.workbench.device import PRECISIONS
+from toolkit.workbench.settings import KINDS as DISTILL_KINDS
 
 # -- plugins ----------------------------------------------------------------------------
 class RegistryHelp(argparse.HelpFormatter):
@@ -59,6 +60,7 @@ def help_lists() -> dict[str, Callable[[], str]]:
         "recovery_lrs": functools.partial(named, "toolkit.workbench.optim", "RECOVERY_LRS", "described"),
         "precisions": functools.partial(named, "toolkit.workbench.device", "PRECISIONS", "described"),
         "executors": functools.partial(named, "toolkit.runner.executors", "EXECUTORS", "described"),
+        "runtimes": functools.partial(named, "toolkit.results.runtimes", "RUNTIMES", "comma"),
     }
 
 
@@ -159,11 +161,11 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-recalibration", type=int, metavar="BATCHES",
                    help="after channel surgery, re-estimate BatchNorm statistics on this many training batches, "
                         "no training (default 10; 0 = off)")
-    p.add_argument("--latency-runtimes", help="comma list of runtimes to time every model on: eager, onnxruntime, "
-                                              "openvino, onnxruntime_gpu (default eager,onnxruntime,openvino)")
+    p.add_argument("--latency-runtimes", help="comma list of runtimes to time every model on: {runtimes} "
+                                              "(default eager,onnxruntime,openvino)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
-    p.add_argument("--distill-kind", choices=["logits", "features", "both"],
+    p.add_argument("--distill-kind", choices=DISTILL_KINDS,
                    help="what the pruned model matches (implies --distill): the teacher's logits (default), "
                         "its decoder features (pair-wise, any channel count) or both")
     p.add_argument("--channels-last", action="store_true", default=None,
