@@ -15,8 +15,6 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from toolkit.pruning.prunable import prunable_weights
-
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -38,6 +36,8 @@ def count_flops(model: nn.Module, example_inputs: torch.Tensor) -> int:
 
 def sparsity(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> float:
     """Fraction of the prunable weights (``toolkit.pruning.prunable``) outside ``ignored`` that are exactly zero."""
+    from toolkit.pruning.prunable import prunable_weights  # here: toolkit.pruning's package imports this module
+
     weights = prunable_weights(model, ignored)
     total = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())
