@@ -21,8 +21,7 @@ from typing import Callable
 from toolkit.contract import Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.hookspecs import hookimpl
 from toolkit.pruning.importances import RandomImportance
-from toolkit.pruning.structured import rate_for_target
-from toolkit.pruning.surgery import ChannelSurgery
+from toolkit.pruning.structured import prune_channels
 
 
 @dataclass
@@ -33,17 +32,14 @@ class NarrowBaseline:
     round_to: int | None = None
 
     def prune(self, request: PruneRequest) -> PruneResult:
-        options = dict(ignored_layers=list(request.ignored_layers), keep_residual=self.keep_residual,
-                       round_to=self.round_to)
-        importance = RandomImportance(seed=request.seed)  # which channels go does not matter: all weights restart
-        rate, rate_dict, search = request.amount, None, None
-        if request.target is not None and request.target.is_cost:
-            plan = rate_for_target(request.model, request.example_inputs, request.target, importance, **options)
-            rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(request.target)
-        surgery = ChannelSurgery(request.model, request.example_inputs, rate, importance, rate_dict=rate_dict, **options)
-        reached_rate = surgery.step()
-        return PruneResult(request.model, "structured", "toolkit", reached_rate, from_scratch=True,
-                           meta={"amount": rate, "search": search, "baseline": "narrow: pruned shape, trained from scratch"})
+        cost = request.target if request.target is not None and request.target.is_cost else None
+        result = prune_channels(  # the structured pruners' own surgery, so the shape is theirs
+            request.model, request.example_inputs, None if cost else request.amount,
+            RandomImportance(seed=request.seed),  # which channels go does not matter: all weights restart
+            target=cost, ignored_layers=request.ignored_layers, keep_residual=self.keep_residual,
+            round_to=self.round_to)
+        return PruneResult(result.model, "structured", "toolkit", result.sparsity, from_scratch=True,
+                           meta={**result.meta, "baseline": "narrow: pruned shape, trained from scratch"})
 
 
 class KeepDense:

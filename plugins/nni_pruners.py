@@ -48,7 +48,7 @@ from toolkit.errors import PruningError, UsageError
 from toolkit.hookspecs import hookimpl
 from toolkit.pruning.criteria import create_criterion
 from toolkit.pruning.gradual import (
-    check_ran, counting, gradual_masks, ignored_layers, prunable_weights, unstructured_result,
+    check_ran, counting, gradual_masks, unstructured_result, weights_to_prune,
 )
 from toolkit.pruning.masking import Masks, apply_masks, masks_from_scores
 from toolkit.pruning.schedules import Schedule, Shape
@@ -135,7 +135,7 @@ def _nni_gradual(
     if schedule.initial > 0:
         raise PruningError("NNI's schedules always start from sparsity 0; use backend='toolkit' for initial_sparsity > 0")
     model = request.model
-    weights = prunable_weights(request)
+    weights = weights_to_prune(request)
     before = _before_wrapping(model)
     total_prunable = sum(w.numel() for w in weights.values())
     holder: dict[str, Any] = {}
@@ -235,7 +235,7 @@ class OneShotLevel:
         self.scope, self.backend = scope, backend
 
     def prune(self, request: PruneRequest) -> PruneResult:
-        weights = prunable_weights(request)
+        weights = weights_to_prune(request)
         if self.backend == "nni":
             from nni.compression.pruning import LevelPruner as NNILevel
 
@@ -247,7 +247,7 @@ class OneShotLevel:
         else:
             masks = masks_from_scores(create_criterion("magnitude", weights).scores(), request.amount, self.scope)
         apply_masks(request.model, masks)
-        history = [{"iteration": 0, "amount": request.amount, "reached": sparsity(request.model, ignored_layers(request))}]
+        history = [{"iteration": 0, "amount": request.amount, "reached": sparsity(request.model, request.ignored_layers)}]
         return unstructured_result(request, self.backend, masks, history, {"method": "level", "criterion": "magnitude", "scope": self.scope})
 
 

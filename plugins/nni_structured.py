@@ -25,7 +25,8 @@ from toolkit.hookspecs import hookimpl
 from toolkit.results.measure import count_flops, count_parameters
 from toolkit.workbench.heads import output_layers
 from toolkit.pruning.importances import MaskImportance, channel_mask
-from toolkit.pruning.surgery import PRUNABLE, ChannelSurgery
+from toolkit.pruning.prunable import PRUNABLE
+from toolkit.pruning.surgery import ChannelSurgery
 
 BACKEND = "nni+torch-pruning"
 METHODS = {

@@ -7,7 +7,8 @@ from torch import nn
 
 from toolkit import PruneRequest, PruneResult, PrunerSpec, hookimpl, prune_channels
 from toolkit.plugins import Registry
-from toolkit.pruning.masking import apply_masks, masks_from_scores, weights_by_name
+from toolkit.pruning.masking import apply_masks, masks_from_scores
+from toolkit.pruning.prunable import prunable_weights
 from toolkit.testing import ConformanceError, check_pruner
 
 STRUCTURED = ["fpgm", "l1", "l2", "taylor", "lamp", "random", "nni-l1", "nni-l2", "nni-fpgm"]
@@ -33,7 +34,7 @@ def test_keep_residual_claims_the_rate_the_core_measures():
 
 # -- pruners that break the contract, one way each ----------------------------------------------
 def _magnitude_masks(request: PruneRequest) -> dict[str, torch.Tensor]:
-    weights = weights_by_name(request.model, request.ignored_layers)
+    weights = prunable_weights(request.model, request.ignored_layers)
     return masks_from_scores({n: w.abs() for n, w in weights.items()}, request.amount)
 
 

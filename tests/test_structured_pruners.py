@@ -14,7 +14,7 @@ from toolkit.contract import check_result
 from toolkit.errors import PruningError, UsageError
 from toolkit.results.measure import count_flops, count_parameters
 from toolkit.workbench.models import output_layers
-from toolkit.pruning.surgery import prunable_layers
+from toolkit.pruning.prunable import prunable_layers
 
 STRUCTURED = ["fpgm", "l1", "l2", "taylor", "lamp", "random"]
 RATE = 0.3
@@ -249,3 +249,17 @@ def test_a_dense_model_below_the_floor_is_refused():
     request = request_for(tiny_unet(), evaluate=lambda m: 0.3)
     with pytest.raises(PruningError, match="already below the floor"):
         create_pruner("l2", iterative=True, min_score=0.5).prune(request)
+
+
+@pytest.mark.parametrize("options", [{}, {"round_to": 8}])
+def test_narrow_has_the_shape_the_structured_pruners_leave(options):
+    """The narrow baseline is the structured pruners' surgery (prune_channels): the same widths as l1's,
+    rounding included (cost targets take the same path: test_targets)."""
+    widths = {}
+    for name in ("narrow", "l1"):
+        model = tiny_unet()
+        result = create_pruner(name, **options).prune(request_for(model))
+        widths[name] = {n: m.out_channels for n, m in prunable_layers(result.model).items()}
+        assert result.from_scratch is (name == "narrow")
+    assert widths["narrow"] == widths["l1"]
+    assert sum(widths["narrow"].values()) < sum(m.out_channels for m in prunable_layers(tiny_unet()).values())

@@ -130,3 +130,24 @@ def test_masks_from_zeros_reads_back_a_pruned_model_and_bad_masks_are_refused():
         keep_masks(layer, {"encoder.weight": masks["weight"]})
     with pytest.raises(PruningError, match="shape"):
         keep_masks(layer, {"weight": masks["weight"][:4]})
+
+
+def test_one_definition_of_prunable_serves_structured_and_unstructured_pruning():
+    """The layers whose channels structured pruning may remove are the layers whose weights unstructured
+    pruning zeroes and measures: every conv and linear layer but the output head and the kept ones."""
+    from toolkit.pruning.prunable import prunable_layers, prunable_weights
+    from toolkit.pruning.surgery import channel_counts
+    from toolkit.results.measure import sparsity
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv1d(8, 4, 1), nn.ConvTranspose2d(4, 4, 2),
+                          nn.Linear(4, 2))
+    model.fc = model[4]  # a classifier's output layer: never pruned
+    layers = prunable_layers(model, ignored=[model[2]])
+    assert list(layers) == ["0", "3"]
+    assert list(prunable_weights(model, [model[2]])) == ["0.weight", "3.weight"]
+    assert channel_counts(model, [model[2]]) == {"0": 8, "3": 4}
+    assert set(masks_from_zeros(model, [model[2]])) == {"0.weight", "3.weight"}
+    with torch.no_grad():
+        model[3].weight.zero_()  # 4*4*2*2 = 64 of the 8*3*3*3 + 64 = 280 prunable weights
+    assert sparsity(model, [model[2]]) == pytest.approx(64 / 280)
+    assert list(prunable_weights(nn.Linear(2, 2))) == ["weight"]  # a bare layer: named_parameters' key

@@ -13,26 +13,55 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from toolkit.errors import ToolkitError
+from toolkit.runner.executors import EXECUTORS
+from toolkit.workbench.device import PRECISIONS
+from toolkit.workbench.settings import KINDS as DISTILL_KINDS
 
 # -- plugins ----------------------------------------------------------------------------
 class RegistryHelp(argparse.HelpFormatter):
-    """Fills ``{pruners}``, ``{architectures}`` and ``{datasets}`` in help texts with the
-    registered names, loading the plugins only when help is printed."""
-
-    KNOWN = ("pruners", "architectures", "datasets")
+    """Fills ``{pruners}``, ``{losses}``, ``{recovery_lrs}``... in help texts with the names the
+    registries hold (``help_lists``), loading them only when help is printed."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
-        if text and any(f"{{{k}}}" in text for k in self.KNOWN):
-            from toolkit.plugins import get_registry
-            from toolkit.workbench.models import list_models
-
-            registry = get_registry()
-            names = {"pruners": registry.list(), "architectures": list_models(task="segmentation"),
-                     "datasets": list(registry.datasets)}
-            for key in self.KNOWN:
-                text = text.replace(f"{{{key}}}", ", ".join(names[key]))
+        if text and "{" in text:
+            for key, phrase in help_lists().items():
+                if f"{{{key}}}" in text:
+                    text = text.replace(f"{{{key}}}", phrase().replace("%", "%%"))  # argparse %-formats help
         return text
+
+
+def help_lists() -> dict[str, Callable[[], str]]:
+    """Help-text placeholder -> the phrase that lists what is registered under it, read when help is printed."""
+    def plugins(what: str) -> str:
+        from toolkit.plugins import get_registry
+        from toolkit.workbench.models import list_models
+
+        registry = get_registry()
+        found = {"pruners": registry.list, "architectures": lambda: list_models(task="segmentation"),
+                 "datasets": lambda: list(registry.datasets)}[what]()
+        return ", ".join(found)
+
+    def named(module: str, table: str, style: str = "or") -> str:
+        import importlib
+
+        names = getattr(importlib.import_module(module), table)
+        if style == "described":  # each name with its one-line help
+            return "; ".join(f"{n}: {h}" for n, h in names.describe().items())
+        return names.listing() if style == "or" else ", ".join(names)
+
+    return {
+        **{what: functools.partial(plugins, what) for what in ("pruners", "architectures", "datasets")},
+        "losses": functools.partial(named, "toolkit.workbench.losses", "LOSSES", "comma"),
+        "recipes": functools.partial(named, "toolkit.workbench.recipes", "RECIPES"),
+        "optimizers": functools.partial(named, "toolkit.workbench.optim", "OPTIMIZERS"),
+        "schedules": functools.partial(named, "toolkit.workbench.optim", "SCHEDULES"),
+        "regularizers": functools.partial(named, "toolkit.workbench.optim", "REGULARIZERS"),
+        "recovery_lrs": functools.partial(named, "toolkit.workbench.optim", "RECOVERY_LRS", "described"),
+        "precisions": functools.partial(named, "toolkit.workbench.device", "PRECISIONS", "described"),
+        "executors": functools.partial(named, "toolkit.runner.executors", "EXECUTORS", "described"),
+        "runtimes": functools.partial(named, "toolkit.results.runtimes", "RUNTIMES", "comma"),
+    }
 
 
 def _registered(name: str, reg: Any) -> dict[str, Any]:
@@ -122,7 +151,7 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling", choices=["shuffle", "balanced"],
                    help="training draws: shuffle (default) or balanced (each class folder equally often)")
     p.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["32", "16-mixed", "bf16-mixed"], help="training precision (default 32)")
+    p.add_argument("--precision", choices=PRECISIONS.names(), help="training precision: {precisions}")
     p.add_argument("--deterministic", action="store_true", default=None,
                    help="torch's deterministic algorithms: GPU runs repeat exactly (slower)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
@@ -132,11 +161,11 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-recalibration", type=int, metavar="BATCHES",
                    help="after channel surgery, re-estimate BatchNorm statistics on this many training batches, "
                         "no training (default 10; 0 = off)")
-    p.add_argument("--latency-runtimes", help="comma list of runtimes to time every model on: eager, onnxruntime, "
-                                              "openvino, onnxruntime_gpu (default eager,onnxruntime,openvino)")
+    p.add_argument("--latency-runtimes", help="comma list of runtimes to time every model on: {runtimes} "
+                                              "(default eager,onnxruntime,openvino)")
     p.add_argument("--distill", action="store_true", default=None,
                    help="distil the dense model into the pruned one while it trains (settings: [run.distill])")
-    p.add_argument("--distill-kind", choices=["logits", "features", "both"],
+    p.add_argument("--distill-kind", choices=DISTILL_KINDS,
                    help="what the pruned model matches (implies --distill): the teacher's logits (default), "
                         "its decoder features (pair-wise, any channel count) or both")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -148,11 +177,11 @@ def _add_settings(p: argparse.ArgumentParser) -> None:
 
 
 METHOD_OPTIONS = {  # training method settings: (type, help); each overrides the recipe's value
-    "recipe": (str, "research or robust (default robust; see toolkit/workbench/recipes.py)"),
-    "loss": (str, "tversky, dice, focal, lovasz, ce, or a sum such as dice+ce"),
+    "recipe": (str, "{recipes} (default robust; see toolkit/workbench/recipes.py)"),
+    "loss": (str, "{losses}, or a sum such as dice+ce"),
     "class_weights": (str, "for ce/focal: none, auto (inverse-sqrt frequency) or one number a class, e.g. 1,8"),
-    "optimizer": (str, "sgd or adamw"),
-    "schedule": (str, "cyclic, onecycle or cosine"),
+    "optimizer": (str, "{optimizers}"),
+    "schedule": (str, "{schedules}"),
     "lr_min": (float, "lowest learning rate"),
     "lr_max": (float, "peak learning rate"),
     "warmup_steps": (int, "onecycle/cosine: steps of linear warm-up"),
@@ -161,11 +190,10 @@ METHOD_OPTIONS = {  # training method settings: (type, help); each overrides the
     "eval_window": (int, "evaluate in overlapping windows of this side (0 = whole images)"),
     "val_every": (int, "validate every N epochs and after the last (default 1): on a CPU validation can cost as "
                        "much as training; the weights do not depend on it"),
-    "sparsity_regularizer": (str, "prune-aware dense training: none (default), group_norm or bn_l1 "
-                                  "(Torch-Pruning's regularisers, dense training stage only)"),
+    "sparsity_regularizer": (str, "prune-aware dense training: {regularizers} (default none; "
+                                  "Torch-Pruning's regularisers, dense training stage only)"),
     "regularizer_strength": (float, "the sparsity regulariser's coefficient (default 1e-4)"),
-    "recovery_lr": (str, "the fine-tune's peak rate: scale (default, lr_max x recovery_lr_scale), by-flops "
-                         "(rises with the FLOPs removed) or lr-find (a short range test on the pruned model)"),
+    "recovery_lr": (str, "the fine-tune's peak rate: {recovery_lrs}"),
 }
 
 
@@ -436,7 +464,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                                             "control included, runs once per budget of steps after pruning "
                                             "(prune stage + fine-tune; 0 = prune and measure). Default: the epochs")
     p.add_argument("--epochs", help="epochs per stage: N, or train,prune,finetune")
-    p.add_argument("--executor", choices=["local", "ray"], help="where cells run (default local)")
+    p.add_argument("--executor", choices=EXECUTORS.names(), help="where cells run: {executors}")
     p.add_argument("--ray-address", help="ray: auto (the running cluster) or HOST:PORT; none starts a local Ray")
     p.add_argument("--cpus-per-cell", type=float, help="ray: CPUs each cell reserves (default 1)")
     p.add_argument("--gpus-per-cell", type=float, help="ray: GPUs each cell reserves (default 0)")

@@ -19,7 +19,7 @@ from toolkit.errors import UsageError
 from toolkit.workbench.data.records import check_void_value
 from toolkit.workbench.device import check_precision, resolve_device
 from toolkit.workbench.losses import WEIGHT_RULES, check_loss_weights, parse_loss, resolve_class_weights
-from toolkit.workbench.optim import OPTIMIZERS, RECOVERY_LRS, REGULARIZERS, SCHEDULES, check_choice, scale_for_reduction
+from toolkit.workbench.optim import OPTIMIZERS, RECOVERY_LRS, REGULARIZERS, SCHEDULES, scale_for_reduction
 from toolkit.workbench.recipes import apply_recipe
 from toolkit.workbench.settings import DistillConfig, TrainConfig
 
@@ -132,14 +132,14 @@ def check_train(t: TrainConfig, image_size: int) -> None:
     check_loss_weights(parse_loss(t.loss), t.loss_weights)
     if not (isinstance(t.class_weights, str) and t.class_weights.strip().lower() in WEIGHT_RULES):
         resolve_class_weights(t.class_weights, None)
-    check_choice("optimizer", t.optimizer, OPTIMIZERS)
-    check_choice("schedule", t.schedule, SCHEDULES)
+    OPTIMIZERS.check(t.optimizer)
+    SCHEDULES.check(t.schedule)
     if not 0 < t.lr_min <= t.lr_max:
         raise UsageError(f"learning rates must satisfy 0 < lr-min <= lr-max, got {t.lr_min} and {t.lr_max}")
     if not 0 < t.recovery_lr_scale <= 1:
         raise UsageError(f"recovery_lr_scale is a factor in (0, 1], got {t.recovery_lr_scale}")
-    check_choice("recovery_lr", t.recovery_lr, RECOVERY_LRS)
-    check_choice("sparsity_regularizer", t.sparsity_regularizer, REGULARIZERS)
+    RECOVERY_LRS.check(t.recovery_lr)
+    REGULARIZERS.check(t.sparsity_regularizer)
     if not t.regularizer_strength >= 0:
         raise UsageError(f"regularizer_strength must be >= 0, got {t.regularizer_strength}")
     if t.warmup_steps < 0 or t.weight_decay < 0 or t.zero_iou_patience < 0:

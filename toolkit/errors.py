@@ -19,12 +19,13 @@ class UsageError(ToolkitError):
 
 
 class UnknownNameError(UsageError):
-    """A name (pruner, architecture, dataset) that no registry knows."""
+    """A name (pruner, architecture, dataset, loss...) that no registry knows; the known names are
+    listed in the order given (plugin registries sort theirs), then ``hint`` if any."""
 
-    def __init__(self, kind: str, name: str, known: list[str]):
-        self.kind, self.name, self.known = kind, name, sorted(known)
+    def __init__(self, kind: str, name: str, known: list[str], hint: str = ""):
+        self.kind, self.name, self.known = kind, name, list(known)
         listed = ", ".join(self.known) if self.known else "(none installed)"
-        super().__init__(f"unknown {kind} {name!r}; known: {listed}")
+        super().__init__(f"unknown {kind} {name!r}; known: {listed}{' ' + hint if hint else ''}")
 
 
 class DataError(ToolkitError):

@@ -224,7 +224,7 @@ def lookup(found: Mapping[str, Registered], what: str, name: str) -> Registered:
     try:
         return found[name]
     except KeyError:
-        raise UnknownNameError(what, name, list(found)) from None
+        raise UnknownNameError(what, name, sorted(found)) from None
 
 
 def _broken(plugin: str, dist: str, exc: BaseException) -> BrokenPlugin:

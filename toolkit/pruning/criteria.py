@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from toolkit.errors import UnknownNameError
+from toolkit.named import Names
 
 Weights = Mapping[str, torch.Tensor]
 
@@ -103,13 +103,11 @@ class Movement(_Accumulating):
         """Movement scores are a running total over training: keep them."""
 
 
-CRITERIA: dict[str, Callable[[Weights], Criterion]] = {
-    c.name: c for c in (Taylor, Magnitude, Movement)
-}
+CRITERIA: Names[Callable[[Weights], Criterion]] = Names("criterion")
+for _criterion in (Magnitude, Movement, Taylor):
+    CRITERIA.register(_criterion.name, (_criterion.__doc__ or "").split("\n")[0], _criterion)
 
 
 def create_criterion(name: str, weights: Weights) -> Criterion:
     """Build a criterion by name over ``weights`` (parameter name -> weight tensor)."""
-    if name not in CRITERIA:
-        raise UnknownNameError("criterion", name, list(CRITERIA))
-    return CRITERIA[name](weights)
+    return CRITERIA.get(name)(weights)

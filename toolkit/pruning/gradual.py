@@ -17,20 +17,16 @@ from torch import nn
 from toolkit.contract import PruneRequest, PruneResult
 from toolkit.errors import PruningError
 from toolkit.pruning.criteria import create_criterion
-from toolkit.pruning.masking import Masks, apply_masks, mask_sparsity, masks_from_scores, weights_by_name
+from toolkit.pruning.masking import Masks, apply_masks, mask_sparsity, masks_from_scores
+from toolkit.pruning.prunable import prunable_weights
 from toolkit.pruning.schedules import Schedule
 from toolkit.results.measure import sparsity
-from toolkit.workbench.heads import output_layers
 
 
-def ignored_layers(request: PruneRequest) -> list[nn.Module]:
-    """The request's ignored layers plus the output head, which is never pruned."""
-    layers = list(request.ignored_layers)
-    return layers + [m for m in output_layers(request.model) if all(m is not x for x in layers)]
-
-
-def prunable_weights(request: PruneRequest) -> dict[str, torch.Tensor]:
-    weights = weights_by_name(request.model, ignored_layers(request))
+def weights_to_prune(request: PruneRequest) -> dict[str, torch.Tensor]:
+    """The request's prunable weights (``toolkit.pruning.prunable``: never the output layers) outside
+    its ``ignored_layers``, or a ``PruningError`` when there are none."""
+    weights = prunable_weights(request.model, request.ignored_layers)
     if not weights:
         raise PruningError(f"{type(request.model).__name__} has no conv or linear weights outside the ignored layers to prune")
     return weights
@@ -56,7 +52,7 @@ def check_ran(count: int, expected: int) -> None:
 
 def unstructured_result(request: PruneRequest, backend: str, masks: Masks, history: list[dict[str, Any]],
                         meta: dict[str, Any]) -> PruneResult:
-    achieved = sparsity(request.model, ignored_layers(request))
+    achieved = sparsity(request.model, request.ignored_layers)
     meta = {**meta, "amount": request.amount, "mask_zero_fraction": mask_sparsity(masks)}
     return PruneResult(request.model, "unstructured", backend, achieved, masks, history, meta)
 
@@ -75,8 +71,8 @@ def gradual_masks(
     only revive a zero (which still counts as sparse). NNI's backend has the
     paper's revivable masks.
     """
-    model, ignored = request.model, ignored_layers(request)
-    weights = prunable_weights(request)
+    model, ignored = request.model, request.ignored_layers
+    weights = weights_to_prune(request)
     criterion = create_criterion(criterion_name, weights)
     masks: Masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}
     prune_at = set(schedule.prune_iterations())

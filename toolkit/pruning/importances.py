@@ -44,6 +44,7 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.errors import PruningError
+from toolkit.pruning.prunable import out_channels
 
 def _removes_outputs(dep) -> bool:
     """The dependency removes output channels of its layer (conv, linear, norm: Torch-Pruning's
@@ -203,7 +204,7 @@ class TaylorImportance(ChannelImportance):
         if self.batches == 0:
             raise PruningError("taylor needs gradients: give the request a trainer (request.train) so a few backward passes can run")
         sums = self._sums.get(layer)
-        if sums is None or sums.numel() != _out_channels(layer):
+        if sums is None or sums.numel() != out_channels(layer):
             return torch.zeros(len(idxs))  # no gradient reached this layer: it does not affect the loss
         return sums[idxs] / self.batches
 
@@ -235,7 +236,7 @@ class MaskImportance(ChannelImportance):
 
     def layer_scores(self, layer: nn.Module, idxs: list[int]) -> torch.Tensor:
         keep = self.keep.get(layer)
-        if keep is None or keep.numel() != _out_channels(layer):
+        if keep is None or keep.numel() != out_channels(layer):
             return torch.full((len(idxs),), float("nan"))  # no say: left out of the average
         return keep[idxs]
 
@@ -243,7 +244,3 @@ class MaskImportance(ChannelImportance):
 def channel_mask(weight_mask: torch.Tensor) -> torch.Tensor:
     """Output-channel keep mask from a weight mask: a channel lives if any of its weights does."""
     return weight_mask.detach().flatten(1).ne(0).any(1)
-
-
-def _out_channels(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels

@@ -15,7 +15,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from toolkit.errors import PruningError, UsageError
-from toolkit.results.measure import prunable_weights
+from toolkit.pruning.prunable import prunable_weights
 
 Scope = Literal["global", "layer"]
 SCOPES: tuple[str, ...] = ("global", "layer")
@@ -92,17 +92,9 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
         p.mul_(mask)
 
 
-def weights_by_name(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, torch.Tensor]:
-    """``measure.prunable_weights`` keyed exactly as ``named_parameters()`` names them (masks' keys).
-
-    ``prunable_weights`` calls the weight of a bare ``nn.Conv2d`` model ``".weight"``.
-    """
-    return {n.removeprefix("."): w for n, w in prunable_weights(model, ignored).items()}
-
-
 def masks_from_zeros(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> Masks:
     """Masks of the weights that are exactly zero now, e.g. after loading a pruned checkpoint."""
-    return {n: w.detach() != 0 for n, w in weights_by_name(model, ignored).items()}
+    return {n: w.detach() != 0 for n, w in prunable_weights(model, ignored).items()}
 
 
 def mask_sparsity(masks: Mapping[str, torch.Tensor]) -> float:

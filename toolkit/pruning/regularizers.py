@@ -24,9 +24,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from toolkit.pruning.surgery import PRUNABLE, _out_channels, traceable
+from toolkit.pruning.prunable import PRUNABLE, out_channels
+from toolkit.pruning.surgery import traceable
 from toolkit.workbench.heads import output_layers
-from toolkit.workbench.optim import REGULARIZERS, check_choice
+from toolkit.workbench.optim import REGULARIZERS
 
 _PRUNERS = {  # the Torch-Pruning pruner whose ``regularize`` each name stands for, with the criterion it ranks by
     "group_norm": (tp.pruner.GroupNormPruner, tp.importance.GroupMagnitudeImportance(p=2)),
@@ -42,7 +43,7 @@ def sparsity_regularizer(
     Built on ``model`` as it is (one dependency graph); a model whose layers
     were replaced by channel surgery needs a new one.
     """
-    if check_choice("sparsity regulariser", name, REGULARIZERS) == "none":
+    if REGULARIZERS.check(name) == "none":
         return None
     cls, importance = _PRUNERS[name]
     was_training = model.training
@@ -60,4 +61,4 @@ def _single_channel_layers(model: nn.Module) -> list[nn.Module]:
     """Layers with one output channel (MA-Net's squeeze-excitation on EfficientNet-Lite0): no pruner can
     remove it, and ``GroupNormPruner`` scales its penalty by (max - imp) / (max - min) over the group's
     channels, which is 0 / 0 for one channel and would put NaN into the gradients."""
-    return [m for m in model.modules() if isinstance(m, PRUNABLE) and _out_channels(m) == 1]
+    return [m for m in model.modules() if isinstance(m, PRUNABLE) and out_channels(m) == 1]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from toolkit.errors import UsageError
+from toolkit.named import Names
 
 Shape = Literal["linear", "cubic"]
 
@@ -40,7 +41,9 @@ def cubic(t: float, final: float, steps: int, interval: int, initial: float = 0.
     return final + (initial - final) * (1.0 - _progress(t, start, steps, interval)) ** 3
 
 
-FORMULAS: dict[str, Callable[..., float]] = {"linear": linear, "cubic": cubic}
+FORMULAS: Names[Callable[..., float]] = Names("schedule shape")
+FORMULAS.register("linear", "linear pruning (LP): the same sparsity added at every prune", linear)
+FORMULAS.register("cubic", "AGP (Zhu & Gupta): prunes fast while many weights are redundant, slowly near the end", cubic)
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,7 @@ class Schedule:
     start: int = 0
 
     def __post_init__(self) -> None:
-        if self.shape not in FORMULAS:
-            raise UsageError(f"schedule shape must be one of {sorted(FORMULAS)}, not {self.shape!r}")
+        FORMULAS.check(self.shape)
         if not 0.0 <= self.initial <= self.final < 1.0:
             raise UsageError(
                 f"sparsities must satisfy 0 <= initial ({self.initial}) <= final ({self.final}) < 1; "

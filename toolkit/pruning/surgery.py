@@ -1,7 +1,7 @@
 """Graph surgery for structured pruning: physically remove output channels.
 
 **Pruning rate.** A structured pruning rate ``r`` is the fraction of *output
-channels* removed from each prunable layer; a prunable layer is every
+channels* removed from each prunable layer (``toolkit.pruning.prunable``): every
 convolution (grouped and depthwise ones included) and linear layer except the
 layers that produce the task's classes (``toolkit.workbench.heads.output_layers``: what
 the architecture's ``ModelSpec`` names, by default the segmentation head or a
@@ -78,9 +78,8 @@ import torch_pruning as tp
 from torch import nn
 
 from toolkit.errors import PruningError
+from toolkit.pruning.prunable import PRUNABLE, out_channels, prunable_layers
 from toolkit.workbench.heads import output_layers
-
-PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 # -- what counts, and how much was removed -------------------------------------------
@@ -97,27 +96,17 @@ def forward_prunable(model: nn.Module, x: torch.Tensor,
             h.remove()
 
 
-def prunable_layers(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, nn.Module]:
-    """Conv and linear layers whose output channels structured pruning may remove."""
-    skip = {id(m) for layer in [*output_layers(model), *ignored] for m in layer.modules()}
-    return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE) and id(m) not in skip}
-
-
 def channel_counts(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, int]:
     """Output channels of each prunable layer: the ``before`` of ``channel_sparsity``."""
-    return {name: _out_channels(m) for name, m in prunable_layers(model, ignored).items()}
+    return {name: out_channels(m) for name, m in prunable_layers(model, ignored).items()}
 
 
 def channel_sparsity(before: Mapping[str, int], model: nn.Module) -> float:
     """Fraction of the output channels counted in ``before`` that ``model`` no longer has."""
     modules = dict(model.named_modules())
     total = sum(before.values())
-    left = sum(_out_channels(modules[name]) for name in before if name in modules)
+    left = sum(out_channels(modules[name]) for name in before if name in modules)
     return 1.0 - left / total if total else 0.0
-
-
-def _out_channels(m: nn.Module) -> int:
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
 # -- modules whose forward confuses the tracer ------------------------------------------

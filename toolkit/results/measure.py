@@ -34,18 +34,10 @@ def count_flops(model: nn.Module, example_inputs: torch.Tensor) -> int:
     return int(macs)
 
 
-def prunable_weights(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> dict[str, torch.Tensor]:
-    """Conv and linear weights outside ``ignored``: what unstructured sparsity is measured over."""
-    skip = {id(p) for m in ignored for p in m.parameters()}
-    return {
-        f"{name}.weight": m.weight
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)) and id(m.weight) not in skip
-    }
-
-
 def sparsity(model: nn.Module, ignored: Iterable[nn.Module] = ()) -> float:
-    """Fraction of prunable weights that are exactly zero."""
+    """Fraction of the prunable weights (``toolkit.pruning.prunable``) outside ``ignored`` that are exactly zero."""
+    from toolkit.pruning.prunable import prunable_weights  # here: toolkit.pruning's package imports this module
+
     weights = prunable_weights(model, ignored)
     total = sum(w.numel() for w in weights.values())
     zeros = sum(int((w == 0).sum()) for w in weights.values())

@@ -25,8 +25,9 @@ from toolkit.results.control import CONTROL
 from toolkit.results.store import SETTINGS, added_settings_hint, finished, read_settings, write_results
 from toolkit.results.tracking import open_tracker
 from toolkit.runner.cell import Cell, resolve_pruner
+from toolkit.runner.executors import EXECUTORS
 from toolkit.runner.grid_config import (  # noqa: F401 - re-exported: their old home
-    EXECUTORS, GridConfig, RayConfig, TrackingConfig, demo_run_config,
+    GridConfig, RayConfig, TrackingConfig, demo_run_config,
 )
 from toolkit.runner.layout import cell_dir, dense_dir  # noqa: F401 - re-exported: their old home
 from toolkit.runner.lock import hold
@@ -75,8 +76,7 @@ def load_grid(path: str | Path | None = None, **overrides: Any) -> GridConfig:
         raise UsageError(f"recovery_steps must be whole numbers of steps >= 0, e.g. [0, 120, 400], got {grid.recovery_steps}")
     if len(set(grid.recovery_steps)) != len(grid.recovery_steps):
         raise UsageError(f"recovery_steps lists a budget twice: {grid.recovery_steps}")
-    if grid.executor not in EXECUTORS:
-        raise UsageError(f"executor must be one of {', '.join(EXECUTORS)}, got {grid.executor!r}")
+    EXECUTORS.check(grid.executor)
     if grid.cell_timeout is not None and grid.cell_timeout <= 0:
         raise UsageError(f"cell_timeout must be a positive number of seconds, got {grid.cell_timeout}")
     if grid.executor == "ray":
@@ -173,14 +173,7 @@ def _run_cells(grid: GridConfig, out_dir: Path, rows: dict[str, dict[str, Any]],
     todo = [c for c in cells(grid) if c.id not in rows or (retry_failed and rows[c.id]["status"] == "failed")]
     recorder = Recorder(grid, out_dir, rows, on_cell)
     if todo:
-        if grid.executor == "ray":
-            from toolkit.runner.ray_executor import run_on_ray
-
-            run_on_ray(grid, out_dir, todo, recorder)
-        else:
-            from toolkit.runner.local import run_locally
-
-            run_locally(grid, out_dir, todo, recorder)
+        EXECUTORS.get(grid.executor)(grid, out_dir, todo, recorder)
     if should_retime(grid, rows, bool(todo)):
         from toolkit.runner.retime import retime_run
 

@@ -8,8 +8,6 @@ from typing import Any
 
 from toolkit.config import RunConfig
 
-EXECUTORS = ("local", "ray")
-
 
 @dataclass
 class RayConfig:

@@ -14,8 +14,12 @@ from typing import ContextManager
 import torch
 
 from toolkit.errors import UsageError
+from toolkit.named import Names
 
-PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+PRECISIONS: Names[torch.dtype | None] = Names("precision")  # the autocast dtype of each
+PRECISIONS.register("32", "full float32 (default)", None)
+PRECISIONS.register("16-mixed", "float16 autocast, a GradScaler guarding the gradients on CUDA", torch.float16)
+PRECISIONS.register("bf16-mixed", "bfloat16 autocast", torch.bfloat16)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -46,17 +50,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def check_precision(precision: str) -> str:
-    precision = str(precision)
-    if precision not in PRECISIONS:
-        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+    return PRECISIONS.check(str(precision))
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:
     """Mixed-precision forward passes, or nothing for full precision."""
-    if precision == "32":
+    dtype = PRECISIONS.get(precision)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

@@ -16,24 +16,19 @@ cross-entropy leave out of the sums and the averages.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from toolkit.errors import UsageError
+from toolkit.named import Names
 
 if TYPE_CHECKING:
     from toolkit.workbench.settings import TrainConfig
 
-LOSSES = {
-    "tversky": "Tversky (smp): alpha weighs false positives, beta false negatives; 0.5/0.5 is Dice",
-    "dice": "Dice (smp), one score a class over the batch",
-    "focal": "focal (smp), gamma 2: pixel loss that ignores the easy pixels",
-    "lovasz": "Lovasz-softmax (smp): a smooth surrogate of IoU itself",
-    "ce": "cross-entropy (torch)",
-}
+LOSSES: Names[Callable[..., nn.Module]] = Names("loss", hint="(combine with '+', e.g. dice+ce)")
 WEIGHTED_TERMS = ("ce", "focal")  # the pixel losses, where class weights matter
 WEIGHT_RULES = ("auto", "inverse-sqrt", "median-frequency", "none")
 MAX_CLASS_WEIGHT = 50.0  # a class with a handful of pixels must not turn the loss into noise
@@ -43,8 +38,7 @@ def parse_loss(spec: str) -> list[str]:
     """``"dice+ce"`` -> ``["dice", "ce"]``, or a ``UsageError`` naming the known terms."""
     names = [n.strip().lower() for n in str(spec).split("+")]
     for name in names:
-        if name not in LOSSES:
-            raise UsageError(f"unknown loss {name or spec!r}; known: {', '.join(LOSSES)} (combine with '+', e.g. dice+ce)")
+        LOSSES.check(name or spec)
     if len(set(names)) != len(names):
         raise UsageError(f"loss {spec!r} names a term twice; give its weight in loss_weights instead")
     return names
@@ -132,20 +126,34 @@ def make_term(
     name: str, cfg: "TrainConfig", class_weights: list[float] | None = None, ignore_index: int | None = None
 ) -> nn.Module:
     """One loss term by name, multiclass, from logits; pixels whose target is ``ignore_index`` count in none."""
-    if name == "tversky":
-        return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta,
-                                      ignore_index=ignore_index)
-    if name == "dice":
-        return smp.losses.DiceLoss(mode="multiclass", ignore_index=ignore_index)
-    if name == "focal":
-        return smp.losses.FocalLoss(mode="multiclass", class_weights=class_weights, ignore_index=ignore_index)
-    if name == "lovasz":
-        return smp.losses.LovaszLoss(mode="multiclass", ignore_index=ignore_index)
-    if name == "ce":
-        return nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32) if class_weights else None,
-                                   ignore_index=-100 if ignore_index is None else ignore_index)
-    parse_loss(name)  # raises with the known names
-    raise AssertionError(name)
+    return LOSSES.get(name)(cfg, class_weights, ignore_index)
+
+
+@LOSSES.register("tversky", "Tversky (smp): alpha weighs false positives, beta false negatives; 0.5/0.5 is Dice")
+def _tversky(cfg: "TrainConfig", class_weights: list[float] | None, ignore_index: int | None) -> nn.Module:
+    return smp.losses.TverskyLoss(mode="multiclass", alpha=cfg.tversky_alpha, beta=cfg.tversky_beta,
+                                  ignore_index=ignore_index)
+
+
+@LOSSES.register("dice", "Dice (smp), one score a class over the batch")
+def _dice(cfg: "TrainConfig", class_weights: list[float] | None, ignore_index: int | None) -> nn.Module:
+    return smp.losses.DiceLoss(mode="multiclass", ignore_index=ignore_index)
+
+
+@LOSSES.register("focal", "focal (smp), gamma 2: pixel loss that ignores the easy pixels")
+def _focal(cfg: "TrainConfig", class_weights: list[float] | None, ignore_index: int | None) -> nn.Module:
+    return smp.losses.FocalLoss(mode="multiclass", class_weights=class_weights, ignore_index=ignore_index)
+
+
+@LOSSES.register("lovasz", "Lovasz-softmax (smp): a smooth surrogate of IoU itself")
+def _lovasz(cfg: "TrainConfig", class_weights: list[float] | None, ignore_index: int | None) -> nn.Module:
+    return smp.losses.LovaszLoss(mode="multiclass", ignore_index=ignore_index)
+
+
+@LOSSES.register("ce", "cross-entropy (torch)")
+def _ce(cfg: "TrainConfig", class_weights: list[float] | None, ignore_index: int | None) -> nn.Module:
+    return nn.CrossEntropyLoss(weight=torch.tensor(class_weights, dtype=torch.float32) if class_weights else None,
+                               ignore_index=-100 if ignore_index is None else ignore_index)
 
 
 class WeightedSum(nn.Module):

@@ -10,47 +10,34 @@ research. ``onecycle`` and ``cosine`` then take the rate up to ``lr_max``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
 from toolkit.errors import UsageError
+from toolkit.named import Names
 
 if TYPE_CHECKING:
     from toolkit.workbench.settings import TrainConfig
 
-OPTIMIZERS = {
-    "sgd": "SGD with momentum (the research's; momentum, weight_decay)",
-    "adamw": "AdamW (weight_decay decoupled from the gradient)",
-}
-SCHEDULES = {
-    "cyclic": "CyclicLR, triangular between lr_min and lr_max, clr_step steps a half-cycle (the research's)",
-    "onecycle": "OneCycleLR: warm-up to lr_max over warmup_steps (30% if 0), then cosine down to lr_min / 100",
-    "cosine": "linear warm-up from lr_min to lr_max over warmup_steps, then cosine decay to lr_min",
-}
+OPTIMIZERS: Names[Callable[..., torch.optim.Optimizer]] = Names("optimizer")
+SCHEDULES: Names[Callable[..., lr_scheduler.LRScheduler]] = Names("schedule")
 
 # prune-aware dense training: a penalty's gradient added after backward (toolkit.pruning.regularizers)
-REGULARIZERS = {
-    "none": "no regularisation (default)",
-    "group_norm": "Torch-Pruning's GroupNormPruner: L2 on every coupled channel group, weakest pushed hardest",
-    "bn_l1": "Torch-Pruning's BNScalePruner: L1 on every BatchNorm scale (network slimming)",
-}
-RECOVERY_LRS = {
-    "scale": "the fine-tune peaks at lr_max x recovery_lr_scale (default)",
-    "by-flops": "recovery_lr_scale at 50% FLOPs removed or less, rising geometrically to 1 (lr_max) at 75% or more",
-    "lr-find": "a short learning-rate range test on the pruned model, capped at lr_max",
-}
+REGULARIZERS: Names[None] = Names("sparsity_regularizer")
+REGULARIZERS.register("none", "no regularisation (default)", None)
+REGULARIZERS.register("group_norm", "Torch-Pruning's GroupNormPruner: L2 on every coupled channel group, weakest pushed hardest", None)
+REGULARIZERS.register("bn_l1", "Torch-Pruning's BNScalePruner: L1 on every BatchNorm scale (network slimming)", None)
+RECOVERY_LRS: Names[None] = Names("recovery_lr")
+RECOVERY_LRS.register("scale", "the fine-tune peaks at lr_max x recovery_lr_scale (default)", None)
+RECOVERY_LRS.register("by-flops", "recovery_lr_scale at 50% FLOPs removed or less, rising geometrically to 1 (lr_max) "
+                                  "at 75% or more", None)
+RECOVERY_LRS.register("lr-find", "a short learning-rate range test on the pruned model, capped at lr_max", None)
 # where by-flops' scale starts to rise and where it reaches 1: at -50% FLOPs the headline model recovered
 # best at 3e-4 (robust's 0.1 x 3e-3), at -75% at 3e-3 (benchmarks/README.md; issue 21)
 BY_FLOPS_LOW, BY_FLOPS_HIGH = 0.5, 0.75
-
-
-def check_choice(kind: str, name: str, known: dict[str, str]) -> str:
-    if name not in known:
-        raise UsageError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
-    return name
 
 
 def make_optimizer(
@@ -58,12 +45,17 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """``cfg.optimizer`` at ``lr_min``; ``optimizer_cls`` lets NNI pass its traced class of the same kind."""
     params = model.parameters() if isinstance(model, nn.Module) else model
-    name = check_choice("optimizer", cfg.optimizer, OPTIMIZERS)
-    if name == "sgd":
-        cls = optimizer_cls or torch.optim.SGD
-        return cls(params, lr=cfg.lr_min, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    cls = optimizer_cls or torch.optim.AdamW
-    return cls(params, lr=cfg.lr_min, weight_decay=cfg.weight_decay)
+    return OPTIMIZERS.get(cfg.optimizer)(params, cfg, optimizer_cls)
+
+
+@OPTIMIZERS.register("sgd", "SGD with momentum (the research's; momentum, weight_decay)")
+def _sgd(params: Iterable[nn.Parameter], cfg: "TrainConfig", cls: type | None = None) -> torch.optim.Optimizer:
+    return (cls or torch.optim.SGD)(params, lr=cfg.lr_min, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adamw", "AdamW (weight_decay decoupled from the gradient)")
+def _adamw(params: Iterable[nn.Parameter], cfg: "TrainConfig", cls: type | None = None) -> torch.optim.Optimizer:
+    return (cls or torch.optim.AdamW)(params, lr=cfg.lr_min, weight_decay=cfg.weight_decay)
 
 
 def warmup_length(cfg: "TrainConfig", total_steps: int) -> int:
@@ -80,23 +72,37 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total_st
     pruner), ``onecycle`` and ``cosine`` cannot be laid out and the rate stays
     at the optimiser's ``lr_min``.
     """
-    name = check_choice("schedule", cfg.schedule, SCHEDULES)
-    if name == "cyclic":
-        return lr_scheduler.CyclicLR(
-            optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
-        )
-    if not total_steps:
-        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    total = int(total_steps)
+    return SCHEDULES.get(cfg.schedule)(optimizer, cfg, int(total_steps or 0))
+
+
+@SCHEDULES.register("cyclic", "CyclicLR, triangular between lr_min and lr_max, clr_step steps a half-cycle "
+                              "(the research's)")
+def _cyclic(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total: int) -> lr_scheduler.LRScheduler:
+    return lr_scheduler.CyclicLR(
+        optimizer, base_lr=cfg.lr_min, max_lr=cfg.lr_max, step_size_up=cfg.clr_step, cycle_momentum=False
+    )
+
+
+@SCHEDULES.register("onecycle", "OneCycleLR: warm-up to lr_max over warmup_steps (30% if 0), then cosine down to "
+                                "lr_min / 100")
+def _onecycle(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total: int) -> lr_scheduler.LRScheduler:
+    if not total:
+        return _constant(optimizer)
     warm = warmup_length(cfg, total)
-    if name == "onecycle":
-        return lr_scheduler.OneCycleLR(
-            # torch's phases end at pct_start * total_steps - 1 and total_steps - 1: the peak falls on step
-            # ``warm`` and the floor on the stage's last step
-            optimizer, max_lr=cfg.lr_max, total_steps=total + 1,
-            pct_start=(warm + 1) / (total + 1) if warm else 0.3, anneal_strategy="cos",
-            div_factor=cfg.lr_max / cfg.lr_min, final_div_factor=100.0, cycle_momentum=False,
-        )
+    return lr_scheduler.OneCycleLR(
+        # torch's phases end at pct_start * total_steps - 1 and total_steps - 1: the peak falls on step
+        # ``warm`` and the floor on the stage's last step
+        optimizer, max_lr=cfg.lr_max, total_steps=total + 1,
+        pct_start=(warm + 1) / (total + 1) if warm else 0.3, anneal_strategy="cos",
+        div_factor=cfg.lr_max / cfg.lr_min, final_div_factor=100.0, cycle_momentum=False,
+    )
+
+
+@SCHEDULES.register("cosine", "linear warm-up from lr_min to lr_max over warmup_steps, then cosine decay to lr_min")
+def _cosine(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total: int) -> lr_scheduler.LRScheduler:
+    if not total:
+        return _constant(optimizer)
+    warm = warmup_length(cfg, total)
     for group in optimizer.param_groups:  # the schedule scales this peak rate
         group["lr"] = group["initial_lr"] = cfg.lr_max
     decay = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warm), eta_min=cfg.lr_min)
@@ -104,6 +110,11 @@ def make_schedule(optimizer: torch.optim.Optimizer, cfg: "TrainConfig", total_st
         return decay
     rise = lr_scheduler.LinearLR(optimizer, start_factor=cfg.lr_min / cfg.lr_max, end_factor=1.0, total_iters=warm)
     return lr_scheduler.SequentialLR(optimizer, [rise, decay], milestones=[warm])
+
+
+def _constant(optimizer: torch.optim.Optimizer) -> lr_scheduler.LRScheduler:
+    """A stage of unknown length: the rate stays at the optimiser's ``lr_min``."""
+    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 def scale_for_reduction(scale: float, flops_reduction: float) -> float:

@@ -23,34 +23,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.errors import UnknownNameError
+from toolkit.named import Names
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "research": {
+RECIPES: Names[dict[str, Any]] = Names("recipe")
+RECIPES.register(
+    "research",
+    "the corrosion study's: Tversky 0.5/0.5, SGD momentum 0.5, cyclical LR 1e-4..1e-2 (step 2000), batch 4",
+    {
         "loss": "tversky", "loss_weights": {}, "class_weights": "none", "tversky_alpha": 0.5, "tversky_beta": 0.5,
         "optimizer": "sgd", "momentum": 0.5, "weight_decay": 0.0,
         "schedule": "cyclic", "lr_min": 1e-4, "lr_max": 1e-2, "clr_step": 2000, "warmup_steps": 0,
         "recovery_lr_scale": 1.0, "batch_size": 4, "foreground_crop": 0.0,
     },
-    "robust": {
+)
+RECIPES.register(
+    "robust",
+    "for a new dataset: Dice + cross-entropy, AdamW 3e-3 with warm-up and cosine decay, batch 8",
+    {
         "loss": "dice+ce", "loss_weights": {}, "class_weights": "none", "tversky_alpha": 0.5, "tversky_beta": 0.5,
         "optimizer": "adamw", "momentum": 0.9, "weight_decay": 1e-4,
         "schedule": "cosine", "lr_min": 1e-5, "lr_max": 3e-3, "clr_step": 2000, "warmup_steps": 50,
         "recovery_lr_scale": 0.1, "batch_size": 8, "foreground_crop": 0.33,
     },
-}
-ABOUT = {
-    "research": "the corrosion study's: Tversky 0.5/0.5, SGD momentum 0.5, cyclical LR 1e-4..1e-2 (step 2000), batch 4",
-    "robust": "for a new dataset: Dice + cross-entropy, AdamW 3e-3 with warm-up and cosine decay, batch 8",
-}
+)
 
 
 def list_recipes() -> dict[str, str]:
-    return dict(ABOUT)
+    return RECIPES.describe()
 
 
 def apply_recipe(name: str) -> dict[str, Any]:
     """The ``TrainConfig`` values recipe ``name`` sets (a fresh copy: callers may change it)."""
-    if name not in RECIPES:
-        raise UnknownNameError("recipe", name, list(RECIPES))
-    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in RECIPES[name].items()}
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in RECIPES.get(name).items()}
