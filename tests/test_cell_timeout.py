@@ -10,7 +10,9 @@ import tomli_w
 from toolkit.cli import main
 
 # Each cell runs in a fresh process that imports torch and smp first; the other cell must finish within it.
-TIMEOUT = 90  # the other cell must finish inside it on a 2-core machine under load (60 s was seen to fail)
+# 60 s was seen to fail with six test runs sharing two cores; the other cell times only eager PyTorch (no
+# export), which leaves it well inside 50 s on a machine running one suite
+TIMEOUT = 50
 
 
 @pytest.mark.slow
@@ -19,7 +21,7 @@ def test_hanging_pruner_times_out_and_the_other_cells_finish(tmp_path, slow_plug
     where = ["--executor", "ray", "--ray-address", request.getfixturevalue("ray_cluster")] if executor == "ray" else []
     config = tmp_path / "grid.toml"
     config.write_text(tomli_w.dumps({"examples": 0, "plugin_options": {"sleepy": {"seconds": 3600.0}},
-                                     "run": {"latency_runs": 2}}))
+                                     "run": {"latency_runs": 2, "latency_runtimes": ["eager"]}}))
     assert main([
         "compare", "--config", str(config), "--archs", "fpn", "--plugins", "sleepy,level", "--sparsities", "0.5",
         "--datasets", "synthetic", "--encoder", "resnet18", "--image-size", "64", "--limit", "16", "--epochs", "1",
@@ -32,3 +34,4 @@ def test_hanging_pruner_times_out_and_the_other_cells_finish(tmp_path, slow_plug
     assert TIMEOUT <= rows["sleepy"]["time_cell_s"] < TIMEOUT + 60
     assert rows["level"]["status"] == "ok", rows["level"].get("error")
     assert rows["level"]["executor"] == executor
+    assert rows["level"]["time_cell_s"] < TIMEOUT
