@@ -38,7 +38,7 @@ def exploding_plugin():
 
 def tiny_grid(**overrides):
     run = {"encoder": "resnet18", "image_size": 64, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
-           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2,
+           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "latency_runtimes": ["eager"],
            "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
     return load_grid(None, archs=["fpn", "linknet"], plugins=["l1", "level"], sparsities=[0.3, 0.6],
                      datasets=["synthetic"], examples=2, run=run, **overrides)

@@ -14,7 +14,7 @@ from toolkit.runner.grid import load_grid, run_grid
 
 def seed_grid(seeds, **run_overrides):
     run = {"encoder": "resnet18", "image_size": 64, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
-           "epochs_finetune": 1, "latency_runs": 1,
+           "epochs_finetune": 1, "latency_runs": 1, "latency_runtimes": ["eager"],
            "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}, **run_overrides}
     return load_grid(None, archs=["fpn"], plugins=["l1"], sparsities=[0.5], datasets=["synthetic"],
                      seeds=seeds, examples=0, run=run)
@@ -65,7 +65,7 @@ def test_recovery_budgets_split_over_two_folders_merge_resume_and_plot(tmp_path,
     draws the recovery curve and tabulates the largest budget against the same-budget control."""
     def budget_grid(budgets):
         run = {"encoder": "resnet18", "image_size": 64, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
-               "epochs_finetune": 1, "latency_runs": 1, "bn_recalibration": 2,
+               "epochs_finetune": 1, "latency_runs": 1, "latency_runtimes": ["eager"], "bn_recalibration": 2,
                "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
         return load_grid(None, archs=["unet"], plugins=["dense", "l1"], sparsities=[0.5], datasets=["synthetic"],
                          recovery_steps=budgets, examples=0, run=run)

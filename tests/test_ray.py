@@ -28,7 +28,7 @@ UNTIMED = {"node", "node_ip", "host", "cpu", "cpu_threads", "attempts", "executo
 def grid_file(folder: Path, **values) -> Path:
     """The tiny settings no flag reaches (latency runs, examples), plus ``values``."""
     path = folder / "grid.toml"
-    path.write_text(tomli_w.dumps({"examples": 0, **values, "run": {"latency_runs": 2}}))
+    path.write_text(tomli_w.dumps({"examples": 0, **values, "run": {"latency_runs": 2, "latency_runtimes": ["eager"]}}))
     return path
 
 

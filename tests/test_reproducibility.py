@@ -56,7 +56,7 @@ def test_a_pruned_cell_repeats_exactly(tmp_path):
 
 def test_two_seeds_give_mean_std_and_n(tmp_path):
     run = {"encoder": "resnet18", "image_size": 64, "limit": 24, "epochs_train": 1, "epochs_prune": 1,
-           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "device": "cpu",
+           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "latency_runtimes": ["eager"], "device": "cpu",
            "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False}}
     grid = load_grid(None, archs=["linknet"], plugins=["l1"], sparsities=[0.5], datasets=["synthetic"],
                      seeds=[0, 1], examples=0, run=run)

@@ -85,7 +85,7 @@ def test_a_grid_at_a_flops_target_says_which_methods_reach_it(tmp_path, monkeypa
     import toolkit.runner.cell as cell_module
 
     run = {"encoder": "resnet18", "image_size": 64, "limit": 16, "epochs_train": 1, "epochs_prune": 1,
-           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "device": "cpu",
+           "epochs_finetune": 1, "pruning_steps": 2, "latency_runs": 2, "latency_runtimes": ["eager"], "device": "cpu",
            "train": {"batch_size": 2, "max_steps_per_epoch": 2, "progress": False, "lr_max": 0.01},
            "finetune": {"lr_max": 1e-4}}
     grid = load_grid(None, archs=["fpn"], plugins=["l1", "narrow", "level", "dense"], targets=["flops=0.5"],
