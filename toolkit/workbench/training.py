@@ -254,27 +254,22 @@ class Trainer:
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._input(x), y.to(self.device, non_blocking=self.device.type == "cuda")
 
-    @property
-    def nhwc(self) -> bool:
-        """NHWC memory format (``channels_last``), read at each call so a changed config takes effect."""
-        return bool(self.cfg.channels_last)
-
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of images on the device, in the model's memory format."""
         x = x.to(self.device, non_blocking=self.device.type == "cuda")
-        return x.contiguous(memory_format=torch.channels_last) if self.nhwc and x.dim() == 4 else x
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last and x.dim() == 4 else x
 
     def _place(self, model: nn.Module) -> nn.Module:
         """On the device, and in NHWC layout with ``channels_last`` (again after surgery made new weights)."""
         model.to(self.device)
-        if self.nhwc:
+        if self.cfg.channels_last:
             model.to(memory_format=torch.channels_last)
         return model
 
     def _release(self, model: nn.Module) -> None:
         """Back to the usual layout once a call is done, so what is measured, pruned or saved
         afterwards (latency above all) is the model as it would be without ``channels_last``."""
-        if self.nhwc:
+        if self.cfg.channels_last:
             model.to(memory_format=torch.contiguous_format)
 
     def _regularizer(self, model: nn.Module, stage: str) -> Callable[[nn.Module], None] | None:
