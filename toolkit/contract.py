@@ -83,6 +83,9 @@ class PruneRequest:
     one, the core handles it for the others. ``evaluate(model, limit=None)``
     scores a model on the validation split (higher is better), or on
     ``limit`` images spread evenly over it for quick checks.
+    ``recalibrate(model)`` re-estimates a pruned copy's BatchNorm statistics on
+    the run's training batches, as the core does to the pruner's result, so a
+    pruner can score a candidate as it will be after pruning.
     """
 
     model: nn.Module
@@ -91,6 +94,7 @@ class PruneRequest:
     target: "Target | None" = None
     train: StepTrainer | None = None
     evaluate: Callable[[nn.Module], float] | None = None
+    recalibrate: Callable[[nn.Module], Any] | None = None
     ignored_layers: Sequence[nn.Module] = ()
     pruning_steps: int = 10  # n_p: how many times the mask is tightened
     step_interval: int = 10  # dt: training iterations between two prunes

@@ -31,7 +31,11 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
 * ``sensitivity`` (False): per-layer rates from a sensitivity scan
   (``toolkit.pruning.sensitivity``) that meet the same target, sparing the
   layers whose pruning costs validation IoU; ``sensitivity_rates`` and
-  ``sensitivity_images`` set the scan, ``max_rate`` caps any layer's rate.
+  ``sensitivity_images`` set the scan, ``max_rate`` caps any layer's rate;
+* ``search`` (0): try this many whole allocations that meet the cost target
+  (uniform, and tilts by depth, encoder/decoder and width), each
+  BatchNorm-recalibrated and scored on ``search_images`` validation images,
+  and keep the best (``toolkit.pruning.search``; minutes, not a scan).
 
 Cost targets (``flops=0.5``, ``params=0.5``, ``latency=0.5``) are met by
 searching the rate on copies of the model (``toolkit.pruning.targets.find_rate``)
@@ -54,6 +58,7 @@ from toolkit.pruning.allocation import Allocator, Unreachable, meet_cost
 from toolkit.pruning.latency_table import check_latency_runtime, latency_costs, measured_reduction
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.rounding import check_deploy_runtime, deployed_on, fallbacks, parse_round_to, resolve_round_to
+from toolkit.pruning.search import search_allocation
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
 from toolkit.pruning.targets import TOLERANCE, Target, find_rate, met
@@ -72,7 +77,9 @@ STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("sensitivity", bool, False, "per-layer rates from a sensitivity scan, same total target"),
     Option("sensitivity_rates", str, "0.25,0.5,0.75,0.9", "rates each group is scanned at"),
     Option("sensitivity_images", int, 32, "validation images the scan scores on"),
-    Option("max_rate", float, None, "no layer loses more than this fraction (sensitivity, global_pruning)"),
+    Option("max_rate", float, None, "no layer loses more than this fraction (sensitivity, global_pruning, search)"),
+    Option("search", int, 0, "allocations tried that meet the cost target, each scored on validation images; 0: off"),
+    Option("search_images", int, 16, "validation images each searched allocation is scored on"),
     Option("latency_runtime", str, "eager",
            "latency targets timed on: eager (every candidate), onnxruntime or openvino (layer table)"),
 )
@@ -312,6 +319,8 @@ class ImportancePruner:
     max_rate: float | None = None
     latency_runtime: str = "eager"
     deploy_runtime: str = ""
+    search: int = 0
+    search_images: int = 16
 
     def __post_init__(self) -> None:
         """Option values that are wrong whatever the model: fail when the pruner is built."""
@@ -325,6 +334,10 @@ class ImportancePruner:
         check_deploy_runtime(self.deploy_runtime)
         if self.sensitivity and self.global_pruning:
             raise UsageError("sensitivity sets per-layer rates itself: drop global_pruning")
+        if self.search < 0 or self.search_images < 1:
+            raise UsageError(f"search must be >= 0 allocations and search_images >= 1, got {self.search} and {self.search_images}")
+        if self.search and (self.sensitivity or self.global_pruning):
+            raise UsageError("search chooses per-layer widths itself: drop sensitivity and global_pruning")
         check_latency_runtime(self.latency_runtime)  # an unknown or uninstalled runtime fails here
         if self.max_rate is not None and not 0.0 < self.max_rate <= 1.0:
             raise UsageError(f"max_rate must lie in (0, 1], got {self.max_rate}")
@@ -355,6 +368,9 @@ class ImportancePruner:
             _feed_gradients(importance, request.train, model, self.taylor_steps)
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
+        elif self.search:
+            rate, rate_dict, search = self._search(request, importance, cost, surgery_options)
+            surgery_options = {**surgery_options, "round_to": None, "max_rate": None}  # the allocation did them
         elif planned:
             plan = plan_channels(model, x, cost or Target("rate", request.amount), importance,
                                  latency_runtime=self.latency_runtime, **surgery_options)
@@ -449,6 +465,20 @@ class ImportancePruner:
                              "scanned_rates": list(rates), "drops": scanned.drops,
                              "most_sensitive": scanned.ranking()[:10]}
 
+    def _search(self, request: PruneRequest, importance: Any, cost: Target | None,
+                surgery_options: dict[str, Any]) -> tuple[float, dict[str, float], dict[str, Any]]:
+        """The best-scoring of ``search`` allocations that meet the request's cost target."""
+        if cost is None:
+            raise UsageError("search needs a cost target (--target flops=0.5 or params=0.5), not a channel rate")
+        allocator, best, tried, seconds = search_allocation(
+            request.model, request.example_inputs, cost, importance,
+            lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
+            recalibrate=request.recalibrate, seed=request.seed, round_to=surgery_options["round_to"],
+            max_rate=self.max_rate, ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual)
+        return allocator.removed(best.kept), allocator.rate_dict(best.kept), {
+            "target": str(cost), "reached": best.reached, "chosen": best.describe(), "kept_channels": best.kept,
+            "candidates": [c.describe() for c in tried], "seconds": seconds, "images": self.search_images}
+
     def _check(self, request: PruneRequest, gradients: bool) -> None:
         if gradients and request.train is None:
             raise PruningError(
@@ -458,6 +488,8 @@ class ImportancePruner:
             raise PruningError("a score floor (min_score / max_drop) needs an evaluator: give the request evaluate=")
         if self.sensitivity and request.evaluate is None:
             raise PruningError("a sensitivity scan needs an evaluator: give the request evaluate=")
+        if self.search and request.evaluate is None:
+            raise PruningError("the allocation search scores candidates: give the request evaluate=")
 
     def _floor(self, score0: float) -> float | None:
         floors = [f for f in (self.min_score, None if self.max_drop is None else score0 - self.max_drop) if f is not None]

@@ -265,10 +265,13 @@ def prune_stage(
     logger = StageTrainer(wb, wb.trainer("prune", teacher, steps=steps))
     example = wb.example.to(wb.device)
 
+    def recalibrate(candidate: nn.Module) -> int:  # as the result is below (10 batches where that is off)
+        return recalibrate_batchnorm(candidate, wb.batches("bn-recalibration", wb.settings.bn_recalibration or 10))
+
     def request(model: nn.Module, amount: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
         return PruneRequest(
             model=model, example_inputs=example, amount=amount, target=cost, train=train,
-            evaluate=train.trainer.score, ignored_layers=output_layers(model),
+            evaluate=train.trainer.score, ignored_layers=output_layers(model), recalibrate=recalibrate,
             pruning_steps=wb.settings.pruning_steps, step_interval=max(1, total_iters // wb.settings.pruning_steps),
             seed=wb.seed,
         )
