@@ -9,9 +9,12 @@ and OpenVINO (CPU), batch 1, interleaved (one pass of each model per round),
 so background load falls on all alike. Columns match
 ``benchmarks/results/runtime-latency.csv``: arch, runtime, round_to,
 flops_reduction_pct, latency_ms_dense, latency_ms_pruned, speedup (plus the
-interquartile ranges). ``test_miou`` stays blank here: the pruned models' IoU
-at one recovery budget comes from the recovery-budget grid (issue 21), not
-from this timing script.
+interquartile ranges). ``test_miou`` comes from a trained grid, not from
+this timing script: ``--miou RUN`` reads a ``toolkit compare`` run (the
+recovery-budget grid of issue 21, with ``fpgm`` and its ``round_to`` variants
+at the same FLOP target) and fills ``test_miou``, its std, seeds and recovery
+budget for every (arch, round_to) the run trained at ``--miou-budget`` steps;
+``--no-timing`` fills an existing CSV without timing again.
 
 Weights are random: a latency depends on the shapes, and the shapes come from
 the FLOP target and the rounding (fpgm's choice of which channels only moves
@@ -19,16 +22,20 @@ the IoU). Measure on a quiet machine: nothing else computing.
 
 Run:  .venv/bin/python benchmarks/runtime_latency.py
       .venv/bin/python benchmarks/runtime_latency.py --archs fpn --round-to none,16 --runs 10
+      .venv/bin/python benchmarks/runtime_latency.py --no-timing --miou runs/rb-s0 --miou-budget 800
 """
 from __future__ import annotations
 
 import copy
+import csv
+import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from common import csv_list, markdown, parser, pct, setup, stopwatch, write_csv
+from common import csv_list, markdown, parser, pct, read_rows, setup, stopwatch, write_csv
 from toolkit.errors import PruningError
 from toolkit.pruning.structured import prune_channels
 from toolkit.results.measure import count_flops
@@ -53,6 +60,9 @@ def arguments() -> Any:
     p.add_argument("--target", default="flops=0.5")
     p.add_argument("--round-to", type=csv_list(round_to), default=[None, 8, 16, 32])
     p.add_argument("--runtimes", type=csv_list(str), default=RUNTIMES)
+    p.add_argument("--miou", type=Path, help="a toolkit compare run whose fpgm rows give test_miou per (arch, round_to)")
+    p.add_argument("--miou-budget", type=int, default=800, help="the recovery steps whose IoU is shown (default 800)")
+    p.add_argument("--no-timing", action="store_true", help="fill test_miou into the existing --csv, time nothing")
     args = p.parse_args()
     args.runs = args.runs or 20
     args.warmup = args.warmup if args.warmup is not None else 3
@@ -102,17 +112,55 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
     return rows
 
 
+def trained_miou(run_dir: Path, target: str, encoder: str, budget: int) -> dict[tuple[str, int], dict]:
+    """Test mIoU (mean, std, seeds) of a grid's ``fpgm`` cells by (arch, round_to) at ``target`` after ``budget``
+    recovery steps; ``round_to`` is the cell's option (``auto`` without a deploy runtime: none, 1)."""
+    kind, _, value = target.partition("=")
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in read_rows(run_dir):
+        if (r.get("status") != "ok" or r.get("seed") == "all" or r.get("plugin") != "fpgm" or r.get("encoder") != encoder
+                or r.get("target_kind") != kind or abs(float(r["target"]) - float(value)) > 1e-9
+                or r.get("recovery_steps") != budget or r.get("test_iou_pruned") is None):
+            continue
+        options = r.get("options") or {}
+        if set(options) - {"round_to"}:  # another lever changed the model: not the rounding alone
+            continue
+        rounding = options.get("round_to", "auto")
+        key = (r["arch"], 1 if rounding in ("auto", None, "none") else int(rounding))
+        groups.setdefault(key, []).append(float(r["test_iou_pruned"]))
+    return {k: {"test_miou": statistics.fmean(v), "test_miou_std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                "miou_seeds": len(v), "miou_recovery_steps": budget} for k, v in groups.items()}
+
+
+def fill_miou(rows: list[dict], args: Any) -> list[dict]:
+    known = trained_miou(args.miou, args.target, args.encoder, args.miou_budget)
+    print(f"test mIoU from {args.miou} at {args.miou_budget} recovery steps: "
+          + (", ".join(f"{a} round_to={r}: {m['test_miou']:.3f} ({m['miou_seeds']} seeds)" for (a, r), m in sorted(known.items()))
+             or "none"), file=sys.stderr)
+    return [{**r, **known.get((r["arch"], int(r["round_to"])), {})} for r in rows]
+
+
 def main() -> None:
     args = arguments()
     line = setup(args)
     rows: list[dict] = []
-    with stopwatch() as total:
-        for arch in args.archs:
-            rows += bench_arch(arch, args)
-    print(markdown(rows, COLUMNS))
-    print(f"\n{args.encoder}, random weights, {args.size}x{args.size}, batch 1, {args.threads} thread(s); "
-          f"fpgm at {args.target}; median of {args.runs} interleaved rounds after {args.warmup} warm-up. "
-          f"Total {total[0]:.0f} s.")
+    if args.no_timing:
+        if not args.miou:
+            sys.exit("error: --no-timing only fills test_miou: give --miou RUN")
+        with args.csv.open() as f:
+            read = list(csv.DictReader(f))
+        line = read[0].get("machine") or line if read else line  # the machine the timings were taken on
+        rows = [{k: v for k, v in r.items() if k != "machine"} for r in read]
+    else:
+        with stopwatch() as total:
+            for arch in args.archs:
+                rows += bench_arch(arch, args)
+        print(f"\n{args.encoder}, random weights, {args.size}x{args.size}, batch 1, {args.threads} thread(s); "
+              f"fpgm at {args.target}; median of {args.runs} interleaved rounds after {args.warmup} warm-up. "
+              f"Total {total[0]:.0f} s.")
+    if args.miou:
+        rows = fill_miou(rows, args)
+    print(markdown(rows, [*COLUMNS, "test_miou_std", "miou_seeds"]))
     write_csv(rows, args.csv, line)
 
 

@@ -81,6 +81,15 @@ def test_rows_time_onnxruntime_skip_a_missing_openvino_and_retiming_replaces_the
     assert "4 interleaved rounds" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "latency_vs_flops.png").stat().st_size > 10_000
 
+    # some cells, on named runtimes: a pattern that matches nothing is a one-line error; a re-timed row's
+    # columns all come from the one pass (the earlier pass's ONNX Runtime columns go)
+    assert main(["report", str(tmp_path), "--retime", "--cells", "*__r999"]) == 2
+    assert main(["report", str(tmp_path), "--cells", "l1"]) == 2, "--cells without --retime"
+    assert main(["report", str(tmp_path), "--retime", "--rounds", "2", "--cells", "l1", "--runtimes", "eager"]) == 0
+    again = json.loads((tmp_path / "cells" / row["cell"] / "result.json").read_text())
+    assert again["retimed_rounds"] == 2 and again["retimed_ms_eager_pruned"] > 0
+    assert not any(k.startswith("retimed_") and "onnxruntime" in k for k in again)
+
 
 def test_the_quiet_pass_is_on_for_local_grids_and_off_on_ray_unless_asked():
     grid = tiny_grid()

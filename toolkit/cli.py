@@ -489,8 +489,13 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from toolkit.results.report import write_report
 
+    if (args.runtimes or args.cells) and not args.retime:
+        from toolkit.errors import UsageError
+
+        raise UsageError("--runtimes and --cells choose what --retime times: add --retime")
     if args.retime:
         from toolkit.runner.lock import hold
+        from toolkit.results.runtimes import check_runtimes
         from toolkit.runner.retime import retime_run, runtimes_of
 
         if not (Path(args.run_dir) / "cells").is_dir():
@@ -499,6 +504,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.run_dir} has no cells/: pass a folder written by 'toolkit compare'")
         settings = runtimes_of(Path(args.run_dir))
         settings["rounds"] = args.rounds or settings["rounds"]
+        if args.runtimes:
+            settings["runtimes"] = check_runtimes(_split(args.runtimes))
+        settings["cells"] = _split(args.cells) if args.cells else []
         with hold(Path(args.run_dir), "report --retime"):  # it rewrites rows: never beside a running grid
             rows = retime_run(Path(args.run_dir), **settings)
         print(f"re-timed {sum(r.get('retimed_rounds') is not None for r in rows.values())} cells, "
@@ -515,6 +523,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="first time every model again in this process, interleaved (for a grid run on a busy "
                         "machine or a cluster; run it on a quiet one)")
     p.add_argument("--rounds", type=int, help="--retime: timed rounds (default: the run's latency_runs, at least 10)")
+    p.add_argument("--runtimes", help="--retime: comma list of runtimes to time on (default: the run's latency_runtimes)")
+    p.add_argument("--cells", help="--retime: only cells whose id or method matches one of these comma-separated "
+                                   "shell patterns (e.g. 'fpgm*,*__r800'), with their dense models")
     p.set_defaults(func=_cmd_report)
 
 

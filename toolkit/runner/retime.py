@@ -14,12 +14,13 @@ columns stay as they were, the rough numbers.
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, UsageError
 from toolkit.results.runtimes import (
     RUNTIMES, Session, Timing, open_sessions, runtimes_on, time_interleaved,
 )
@@ -60,15 +61,21 @@ def retime_run(
     rounds: int = 10,
     warmup: int = 3,
     size: int | None = None,
+    cells: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Time every finished model of the run folder again and write ``retimed_*`` columns into each
     row (its ``result.json`` and ``results.jsonl``); returns every row. ``size`` defaults to the
-    input side the cells were timed at."""
+    input side the cells were timed at. ``cells`` (shell patterns on the cell id or the method)
+    times only the matching cells, with their dense models; a re-timed row loses the
+    ``retimed_*`` columns of an earlier pass, so its columns come from one pass."""
     from toolkit.pruning.serialize import load_model
 
     out_dir = Path(out_dir)
     rows = finished(out_dir)
-    ok = [r for r in rows.values() if r.get("status") == "ok"]
+    ok = [r for r in rows.values() if r.get("status") == "ok" and _chosen(r, cells)]
+    if cells and not ok:
+        raise UsageError(f"no finished cell of {out_dir} matches {', '.join(cells)} (patterns on the cell id or the "
+                         f"method, e.g. 'fpgm*' or '*__r800')")
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in ok:
         groups.setdefault(dense_id(r["arch"], r["dataset"], r.get("seed", 0)), []).append(r)
@@ -89,11 +96,17 @@ def retime_run(
                  for rt, s in by_runtime.items() if isinstance(s, Session)}
         timings = time_interleaved(calls, rounds, warmup, threads) if calls else {}
         for r in members:
+            for stale in [k for k in r if k.startswith("retimed_")]:
+                del r[stale]
             r.update(_group_columns(sessions, timings, dense_key, r["cell"], rounds))
             write_json(r, out_dir / "cells" / r["cell"] / "result.json")
         del sessions, calls
     write_results(out_dir, rows)
     return rows
+
+
+def _chosen(row: dict[str, Any], patterns: Sequence[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(str(row.get(key, "")), p) for p in patterns for key in ("cell", "method"))
 
 
 def runtimes_of(run_dir: Path) -> dict[str, Any]:
