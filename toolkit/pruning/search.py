@@ -120,6 +120,8 @@ def search_allocation(
     t0 = time.perf_counter()
     allocator = Allocator(model, example_inputs, importance, kind=target.kind, round_to=round_to, max_rate=max_rate,
                           ignored_layers=list(ignored_layers), keep_residual=keep_residual)
+    if not allocator.groups:
+        raise PruningError("the allocation search found no prunable layer group in this model")
     features = group_features(allocator, model)
     before = cost_of(target.kind, model, example_inputs)
     tried: list[Candidate] = []
