@@ -7,7 +7,9 @@ mean ± std over seeds of the test mIoU and of its change against each seed's
 dense model *trained for the same total budget* (the `dense` baseline's row
 of that seed; without one, the dense checkpoint, and the table says so), the
 FLOPs removed, the training steps every row had, and whether the issue's goal
-is met (at most 1 point lost at -50% FLOPs, 3 at -75%).
+is met (at most 1 point lost at -50% FLOPs, 3 at -75%). Rows re-timed by
+`toolkit report RUN --retime` also get the mean ONNX Runtime and OpenVINO
+speed-ups over the seeds (``onnxruntime_speedup``, ``openvino_speedup``).
 
     python benchmarks/recovery.py runs/magnetic-tile --methods fpgm,fpgm-distill,fpgm-sensitive,fpgm-iterative
 
@@ -31,6 +33,8 @@ from toolkit.results.control import VS_CONTROL, recovery_steps, with_deltas
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
 COLUMNS = ["method", "pruner", "target", "recovery_steps", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
            "delta_pts_std", "dense_miou", "dense_control", "seeds", "steps", "goal_pts", "goal_met"]
+# speed-ups of the quiet re-timing pass (`toolkit report RUN --retime`), where the rows have them
+RETIMED = {"onnxruntime_speedup": "retimed_onnxruntime_speedup", "openvino_speedup": "retimed_openvino_speedup"}
 
 
 def main() -> None:
@@ -68,8 +72,10 @@ def main() -> None:
                 "dense_control": "same budget" if same_budget else "dense checkpoint",
                 "seeds": len(group), "steps": "/".join(str(int(s)) for s in sorted({r["budget_steps"] for r in group})),
                 "goal_pts": goal, "goal_met": None if goal is None else ("yes" if -delta <= goal else "NO"),
+                **{name: round(statistics.fmean(v), 3) for name, key in RETIMED.items()
+                   if len(v := [r[key] for r in group if r.get(key) is not None]) == len(group)},
             })
-    print(markdown(table, COLUMNS))
+    print(markdown(table, [*COLUMNS, *(c for c in RETIMED if any(c in t for t in table))]))
     write_csv(table, args.csv, machine_line)
     if args.figure:
         from toolkit.results.plots import plot_recovery
