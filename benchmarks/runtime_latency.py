@@ -62,6 +62,8 @@ def arguments() -> Any:
     p.add_argument("--runtimes", type=csv_list(str), default=RUNTIMES)
     p.add_argument("--miou", type=Path, help="a toolkit compare run whose fpgm rows give test_miou per (arch, round_to)")
     p.add_argument("--miou-budget", type=int, default=800, help="the recovery steps whose IoU is shown (default 800)")
+    p.add_argument("--miou-methods", type=csv_list(str), default=["fpgm", "fpgm-r8", "fpgm-r16", "fpgm-r32"],
+                   help="the run's methods that are fpgm with at most round_to set (default fpgm,fpgm-r8,fpgm-r16,fpgm-r32)")
     p.add_argument("--no-timing", action="store_true", help="fill test_miou into the existing --csv, time nothing")
     args = p.parse_args()
     args.runs = args.runs or 20
@@ -112,13 +114,14 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
     return rows
 
 
-def trained_miou(run_dir: Path, target: str, encoder: str, budget: int) -> dict[tuple[str, int], dict]:
-    """Test mIoU (mean, std, seeds) of a grid's ``fpgm`` cells by (arch, round_to) at ``target`` after ``budget``
-    recovery steps; ``round_to`` is the cell's option (``auto`` without a deploy runtime: none, 1)."""
+def trained_miou(run_dir: Path, target: str, encoder: str, budget: int, methods: list[str]) -> dict[tuple[str, int], dict]:
+    """Test mIoU (mean, std, seeds) of a grid's cells of ``methods`` (fpgm and its variants that only set
+    ``round_to``) by (arch, round_to) at ``target`` after ``budget`` recovery steps; ``round_to`` is the
+    cell's option (``auto`` without a deploy runtime: none, 1)."""
     kind, _, value = target.partition("=")
     groups: dict[tuple[str, int], list[float]] = {}
     for r in read_rows(run_dir):
-        if (r.get("status") != "ok" or r.get("seed") == "all" or r.get("plugin") != "fpgm" or r.get("encoder") != encoder
+        if (r.get("status") != "ok" or r.get("seed") == "all" or r.get("method") not in methods or r.get("encoder") != encoder
                 or r.get("target_kind") != kind or abs(float(r["target"]) - float(value)) > 1e-9
                 or r.get("recovery_steps") != budget or r.get("test_iou_pruned") is None):
             continue
@@ -133,7 +136,7 @@ def trained_miou(run_dir: Path, target: str, encoder: str, budget: int) -> dict[
 
 
 def fill_miou(rows: list[dict], args: Any) -> list[dict]:
-    known = trained_miou(args.miou, args.target, args.encoder, args.miou_budget)
+    known = trained_miou(args.miou, args.target, args.encoder, args.miou_budget, args.miou_methods)
     print(f"test mIoU from {args.miou} at {args.miou_budget} recovery steps: "
           + (", ".join(f"{a} round_to={r}: {m['test_miou']:.3f} ({m['miou_seeds']} seeds)" for (a, r), m in sorted(known.items()))
              or "none"), file=sys.stderr)
