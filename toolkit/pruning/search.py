@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch_pruning as tp
 from torch import nn
+from tqdm.auto import tqdm
 
 from toolkit.errors import PruningError
 from toolkit.pruning.allocation import Allocation, Allocator, meet_cost
@@ -105,7 +106,6 @@ def search_allocation(
     max_rate: float | None = None,
     ignored_layers: Sequence[nn.Module] = (),
     keep_residual: bool = False,
-    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Allocator, Candidate, list[Candidate], float]:
     """Try ``candidates`` allocations that meet ``target`` (a cost) and return the best by ``evaluate``.
 
@@ -126,7 +126,8 @@ def search_allocation(
     before = cost_of(target.kind, model, example_inputs)
     tried: list[Candidate] = []
     settings = knob_grid(candidates, seed)
-    for i, knobs in enumerate(settings):
+    # a bar on a terminal (a cell takes about a minute on the headline model), silent in logs
+    for knobs in tqdm(settings, desc=f"allocation search ({target})", unit="candidate", leave=False, disable=None):
         pruned: dict[tuple[int, ...], nn.Module] = {}
 
         def measure(kept: Allocation) -> tuple[float, float]:
@@ -149,8 +150,6 @@ def search_allocation(
                 score = float(evaluate(trial))
             tried.append(Candidate(knobs, kept, float(reached), score))
         del pruned
-        if progress is not None:
-            progress(i + 1, len(settings))
     if not tried:
         raise PruningError(f"no allocation the search tried meets {target} on this model: lower the target or round_to")
     best = max(tried, key=lambda c: c.score)  # the first of equals: uniform wins ties
