@@ -37,6 +37,7 @@ import torch
 
 from common import csv_list, markdown, parser, pct, read_rows, setup, stopwatch, write_csv
 from toolkit.errors import PruningError
+from toolkit.pruning.rounding import parse_round_to
 from toolkit.pruning.structured import prune_channels
 from toolkit.results.measure import count_flops
 from toolkit.results.runtimes import LABELS, open_sessions, time_interleaved
@@ -128,8 +129,8 @@ def trained_miou(run_dir: Path, target: str, encoder: str, budget: int, methods:
         options = r.get("options") or {}
         if set(options) - {"round_to"}:  # another lever changed the model: not the rounding alone
             continue
-        rounding = options.get("round_to", "auto")
-        key = (r["arch"], 1 if rounding in ("auto", None, "none") else int(rounding))
+        rounding = parse_round_to(options.get("round_to", "auto"))
+        key = (r["arch"], rounding if isinstance(rounding, int) else 1)
         groups.setdefault(key, []).append(float(r["test_iou_pruned"]))
     return {k: {"test_miou": statistics.fmean(v), "test_miou_std": statistics.stdev(v) if len(v) > 1 else 0.0,
                 "miou_seeds": len(v), "miou_recovery_steps": budget} for k, v in groups.items()}

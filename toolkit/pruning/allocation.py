@@ -304,6 +304,17 @@ class Allocator:
             current = {**current, root: to}
 
 
+def pruned_copy(model: nn.Module, example_inputs: torch.Tensor, importance: tp.importance.Importance,
+                rate_dict: dict[str, float], *, ignored_layers: list[nn.Module] | tuple = (),
+                keep_residual: bool = False) -> nn.Module:
+    """A copy of ``model`` pruned to ``rate_dict``; the importance and ignored layers are copied with it,
+    so per-layer state (Taylor sums keyed by layer) stays attached to the copy. ``model`` is untouched."""
+    trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
+    ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
+                   rate_dict=rate_dict).step()
+    return trial
+
+
 class Unreachable(PruningError):
     """A cost target the allowed widths cannot meet; ``reached`` is the nearest they came."""
 

@@ -22,7 +22,6 @@ Knobs come from a scrambled Sobol sequence seeded by the run's seed.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -35,8 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from toolkit.errors import PruningError
-from toolkit.pruning.allocation import Allocation, Allocator, meet_cost
-from toolkit.pruning.surgery import ChannelSurgery
+from toolkit.pruning.allocation import Allocation, Allocator, meet_cost, pruned_copy
 from toolkit.pruning.targets import TOLERANCE, Target
 from toolkit.results.measure import cost_of, reduction
 
@@ -131,9 +129,8 @@ def search_allocation(
         pruned: dict[tuple[int, ...], nn.Module] = {}
 
         def measure(kept: Allocation) -> tuple[float, float]:
-            trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
-            ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
-                           rate_dict=allocator.rate_dict(kept)).step()
+            trial = pruned_copy(model, example_inputs, importance, allocator.rate_dict(kept),
+                                ignored_layers=ignored_layers, keep_residual=keep_residual)
             pruned[tuple(kept.values())] = trial
             return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
 

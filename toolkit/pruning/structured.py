@@ -54,7 +54,7 @@ from torch import nn
 
 from toolkit.contract import ImportanceSpec, Option, PruneRequest, PruneResult, PrunerSpec
 from toolkit.errors import PruningError, UsageError
-from toolkit.pruning.allocation import Allocator, Unreachable, meet_cost
+from toolkit.pruning.allocation import Allocator, Unreachable, meet_cost, pruned_copy
 from toolkit.pruning.latency_table import check_latency_runtime, latency_costs, measured_reduction
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.rounding import check_deploy_runtime, deployed_on, fallbacks, parse_round_to, resolve_round_to
@@ -239,9 +239,8 @@ def _allocate(
         before = cost_of(target.kind, model, example_inputs) if not latency_runtime else 0.0
 
         def measure(kept: dict[str, int]) -> tuple[float, float]:
-            trial, imp, ignored = copy.deepcopy((model, importance, list(ignored_layers)))
-            ChannelSurgery(trial, example_inputs, 0.0, imp, ignored_layers=ignored, keep_residual=keep_residual,
-                           rate_dict=allocator.rate_dict(kept)).step()
+            trial = pruned_copy(model, example_inputs, importance, allocator.rate_dict(kept),
+                                ignored_layers=ignored_layers, keep_residual=keep_residual)
             if latency_runtime:  # dense and pruned timed interleaved: the reduction and its noise
                 return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)
             return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
@@ -369,8 +368,8 @@ class ImportancePruner:
         if self.sensitivity:
             rate, rate_dict, search = 0.0, *self._sensitive(request, importance, cost, surgery_options)
         elif self.search:
-            rate, rate_dict, search = self._search(request, importance, cost, surgery_options)
-            surgery_options = {**surgery_options, "round_to": None, "max_rate": None}  # the allocation did them
+            plan, search = self._search(request, importance, cost, surgery_options)
+            rate, rate_dict, surgery_options = plan.rate, plan.rate_dict, plan.surgery_options(surgery_options)
         elif planned:
             plan = plan_channels(model, x, cost or Target("rate", request.amount), importance,
                                  latency_runtime=self.latency_runtime, **surgery_options)
@@ -466,8 +465,9 @@ class ImportancePruner:
                              "most_sensitive": scanned.ranking()[:10]}
 
     def _search(self, request: PruneRequest, importance: Any, cost: Target | None,
-                surgery_options: dict[str, Any]) -> tuple[float, dict[str, float], dict[str, Any]]:
-        """The best-scoring of ``search`` allocations that meet the request's cost target."""
+                surgery_options: dict[str, Any]) -> tuple[RatePlan, dict[str, Any]]:
+        """The best-scoring of ``search`` allocations that meet the request's cost target, as a plan
+        (exact per-layer counts, like every allocation) and what the search tried."""
         if cost is None:
             raise UsageError("search needs a cost target (--target flops=0.5 or params=0.5), not a channel rate")
         allocator, best, tried, seconds = search_allocation(
@@ -475,7 +475,9 @@ class ImportancePruner:
             lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
             recalibrate=request.recalibrate, seed=request.seed, round_to=surgery_options["round_to"],
             max_rate=self.max_rate, ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual)
-        return allocator.removed(best.kept), allocator.rate_dict(best.kept), {
+        plan = RatePlan(allocator.removed(best.kept), allocator.rate_dict(best.kept), best.reached, [], best.kept,
+                        surgery_options["round_to"])
+        return plan, {
             "target": str(cost), "reached": best.reached, "chosen": best.describe(), "kept_channels": best.kept,
             "candidates": [c.describe() for c in tried], "seconds": seconds, "images": self.search_images}
 

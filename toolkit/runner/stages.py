@@ -265,8 +265,9 @@ def prune_stage(
     logger = StageTrainer(wb, wb.trainer("prune", teacher, steps=steps))
     example = wb.example.to(wb.device)
 
-    def recalibrate(candidate: nn.Module) -> int:  # as the result is below (10 batches where that is off)
-        return recalibrate_batchnorm(candidate, wb.batches("bn-recalibration", wb.settings.bn_recalibration or 10))
+    def recalibrate(pruned: nn.Module, batches: int = wb.settings.bn_recalibration or 10) -> int:
+        """The result's recalibration below; a pruner's candidates get it too (10 batches where it is off)."""
+        return recalibrate_batchnorm(pruned, wb.batches("bn-recalibration", batches))
 
     def request(model: nn.Module, amount: float, cost: Target | None, train: StageTrainer = logger) -> PruneRequest:
         return PruneRequest(
@@ -287,7 +288,7 @@ def prune_stage(
         result = check_result(pruner.prune(request(model, target.value, cost)))
     recalibrated = 0
     if result.kind == "structured" and not result.from_scratch:  # a model trained from scratch has no stale statistics
-        recalibrated = recalibrate_batchnorm(result.model, wb.batches("bn-recalibration", wb.settings.bn_recalibration))
+        recalibrated = recalibrate(result.model, wb.settings.bn_recalibration)
     return Pruned(result, logger.history, time.perf_counter() - t0, logger.steps, recalibrated)
 
 
