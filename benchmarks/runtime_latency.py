@@ -23,6 +23,7 @@ the IoU). Measure on a quiet machine: nothing else computing.
 Run:  .venv/bin/python benchmarks/runtime_latency.py
       .venv/bin/python benchmarks/runtime_latency.py --archs fpn --round-to none,16 --runs 10
       .venv/bin/python benchmarks/runtime_latency.py --no-timing --miou runs/rb-s0 --miou-budget 800
+      .venv/bin/python benchmarks/runtime_latency.py --no-timing --miou runs/rb-s0 runs/arch-unet --miou-budget 800
 """
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def arguments() -> Any:
     p.add_argument("--target", default="flops=0.5")
     p.add_argument("--round-to", type=csv_list(round_to), default=[None, 8, 16, 32])
     p.add_argument("--runtimes", type=csv_list(str), default=RUNTIMES)
-    p.add_argument("--miou", type=Path, help="a toolkit compare run whose fpgm rows give test_miou per (arch, round_to)")
+    p.add_argument("--miou", type=Path, nargs="+", metavar="RUN",
+                   help="toolkit compare runs whose fpgm rows give test_miou per (arch, round_to); "
+                        "several runs (one per architecture) are read together")
     p.add_argument("--miou-budget", type=int, default=800, help="the recovery steps whose IoU is shown (default 800)")
     p.add_argument("--miou-methods", type=csv_list(str), default=["fpgm", "fpgm-r8", "fpgm-r16", "fpgm-r32"],
                    help="the run's methods that are fpgm with at most round_to set (default fpgm,fpgm-r8,fpgm-r16,fpgm-r32)")
@@ -137,8 +140,13 @@ def trained_miou(run_dir: Path, target: str, encoder: str, budget: int, methods:
 
 
 def fill_miou(rows: list[dict], args: Any) -> list[dict]:
-    known = trained_miou(args.miou, args.target, args.encoder, args.miou_budget, args.miou_methods)
-    print(f"test mIoU from {args.miou} at {args.miou_budget} recovery steps: "
+    known: dict[tuple[str, int], dict] = {}
+    for run in args.miou:
+        for key, miou in trained_miou(run, args.target, args.encoder, args.miou_budget, args.miou_methods).items():
+            if key in known:
+                sys.exit(f"error: {key[0]} round_to={key[1]} is in more than one --miou run: merge them first (toolkit merge)")
+            known[key] = miou
+    print(f"test mIoU from {', '.join(map(str, args.miou))} at {args.miou_budget} recovery steps: "
           + (", ".join(f"{a} round_to={r}: {m['test_miou']:.3f} ({m['miou_seeds']} seeds)" for (a, r), m in sorted(known.items()))
              or "none"), file=sys.stderr)
     return [{**r, **known.get((r["arch"], int(r["round_to"])), {})} for r in rows]

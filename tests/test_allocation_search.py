@@ -68,6 +68,23 @@ def test_the_pruner_applies_the_chosen_allocation_and_meets_the_target():
         model=_model(), example_inputs=X, amount=0.5, target=Target("flops", 0.5), evaluate=evaluate,
         ignored_layers=output_layers(model), seed=1))
     assert again.meta["search"]["kept_channels"] == search["kept_channels"], "the same seed chooses the same widths"
+    assert result.meta["round_to"] == 16, "round_to=auto: a FLOP target's candidates in ONNX Runtime's multiples"
+    before_counts = channel_counts(_model())
+    assert all(n % 16 == 0 for name, n in search["kept_channels"].items() if n != before_counts[name])
+
+
+def test_a_multiple_no_candidate_can_meet_is_lowered_quietly_under_auto_and_said_when_asked():
+    def prune(**options):
+        model = _model()
+        return create_pruner("fpgm", search=3, search_images=2, **options).prune(PruneRequest(
+            model=model, example_inputs=X, amount=0.9, target=Target("flops", 0.9),
+            evaluate=lambda m, limit=None: _decoder_share(m), ignored_layers=output_layers(model)))
+
+    quiet, asked = prune(), prune(round_to=16)
+    assert quiet.meta["round_to"] < 16 and quiet.meta["warnings"] == []
+    assert asked.meta["round_to"] == quiet.meta["round_to"]
+    assert asked.meta["warnings"] == [f"round_to=16 cannot reach flops=0.9 on this model: the search rounded to "
+                                      f"multiples of {quiet.meta['round_to']} instead"]
 
 
 def test_the_search_is_refused_where_it_cannot_work():

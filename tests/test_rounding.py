@@ -1,5 +1,6 @@
-"""round_to=auto: the deploy runtime's measured best multiple, no rounding without a runtime (as before),
-and a multiple that cannot meet a target lowered to one that can, with a warning in the row."""
+"""round_to=auto: the deploy runtime's measured best multiple (ONNX Runtime's for a FLOP target when none is
+named, none for a channel rate), and a multiple that cannot meet a target lowered to one that can, with a
+warning in the row when the multiple was asked for."""
 from __future__ import annotations
 
 import pytest
@@ -23,9 +24,9 @@ def tiny_linknet() -> torch.nn.Module:
     return smp.Linknet("resnet18", encoder_weights=None, classes=2, encoder_depth=3).eval()
 
 
-def prune(model: torch.nn.Module, target: str = "flops=0.5", **options):
+def prune(model: torch.nn.Module, target: str | None = "flops=0.5", **options):
     return create_pruner("fpgm", **options).prune(
-        PruneRequest(model=model, example_inputs=X, amount=0.5, target=Target.parse(target)))
+        PruneRequest(model=model, example_inputs=X, amount=0.5, target=Target.parse(target) if target else None))
 
 
 def test_auto_is_the_measured_best_of_the_runtime_deployed_on():
@@ -34,32 +35,47 @@ def test_auto_is_the_measured_best_of_the_runtime_deployed_on():
     assert all(table[16] == max(table.values()) for table in MEASURED_SPEEDUP.values())
     assert resolve_round_to("auto", "onnxruntime") == 16 and resolve_round_to("auto", "openvino") == 16
     assert resolve_round_to("auto", "eager") is None  # rounding was not faster in eager PyTorch
-    assert resolve_round_to("auto", None) is None  # no runtime named: no rounding, as before auto
+    assert resolve_round_to("auto", None) is None  # no runtime: no rounding
     assert resolve_round_to("8", "onnxruntime") == 8 and resolve_round_to("none", "onnxruntime") is None
-    # which runtime: the one named for deployment, else a latency target's, never a FLOP target's
+    # which runtime: the one named for deployment, else a latency target's, else ONNX Runtime for a cost
     assert deployed_on("openvino", "onnxruntime", "latency") == "openvino"
-    assert deployed_on("", "onnxruntime", "latency") == "onnxruntime"
-    assert deployed_on("", "onnxruntime", "flops") is None
+    assert deployed_on("", "eager", "latency") == "eager"
+    assert deployed_on("", "eager", "flops") == "onnxruntime" and deployed_on("", "eager", "params") == "onnxruntime"
+    assert deployed_on("", "eager", None) is None and deployed_on("", "eager", "rate") is None
     with pytest.raises(UsageError, match="round_to must be auto, none or a positive channel count"):
         create_pruner("fpgm", round_to="0")
     with pytest.raises(UsageError, match="unknown deploy_runtime 'tensorrt'; use one of eager, onnxruntime"):
         create_pruner("fpgm", deploy_runtime="tensorrt")
 
 
-def test_a_plain_flops_target_prunes_as_without_rounding_and_a_deploy_runtime_rounds():
-    default, unrounded = prune(tiny_linknet()), prune(tiny_linknet(), round_to="none")
-    assert create_pruner("fpgm").round_to == "auto" and default.meta["round_to"] is None
-    assert default.meta["search"] == unrounded.meta["search"]  # the same uniform-rate search, same weights
-    same = zip(default.model.state_dict().items(), unrounded.model.state_dict().items())
-    assert all(a == b and torch.equal(x, y) for (a, x), (b, y) in same)
-
+def test_a_flops_target_rounds_for_onnxruntime_by_default_and_a_channel_rate_or_none_does_not():
     before, flops0 = channel_counts(tiny_linknet()), count_flops(tiny_linknet(), X)
-    deployed = prune(tiny_linknet(), deploy_runtime="openvino")
-    after = channel_counts(deployed.model)
-    assert deployed.meta["round_to"] == 16
-    assert reduction(flops0, count_flops(deployed.model, X)) == pytest.approx(0.5, abs=0.01)
+    default = prune(tiny_linknet())
+    assert create_pruner("fpgm").round_to == "auto" and default.meta["round_to"] == AUTO["onnxruntime"] == 16
+    after = channel_counts(default.model)
     changed = [n for n in before if after[n] != before[n]]
     assert changed and all(after[n] % 16 == 0 for n in changed)
+    assert reduction(flops0, count_flops(default.model, X)) == pytest.approx(0.5, abs=0.01)
+    assert default.meta["warnings"] == []
+
+    unrounded = prune(tiny_linknet(), round_to="none")
+    assert unrounded.meta["round_to"] is None
+    assert any(channel_counts(unrounded.model)[n] % 16 for n in changed)  # the uniform rate's own counts
+    eager = prune(tiny_linknet(), deploy_runtime="eager")
+    assert eager.meta["round_to"] is None and channel_counts(eager.model) == channel_counts(unrounded.model)
+
+    by_rate, by_rate_unrounded = prune(tiny_linknet(), target=None), prune(tiny_linknet(), target=None, round_to="none")
+    assert by_rate.meta["round_to"] is None  # a channel rate is the user's own statement per layer: not rounded
+    assert channel_counts(by_rate.model) == channel_counts(by_rate_unrounded.model)
+
+
+def test_auto_lowers_a_multiple_that_cannot_meet_the_target_without_a_warning():
+    # at -90% FLOPs one multiple of 16 in each layer is already too much: auto uses a smaller one, quietly
+    result = prune(tiny_linknet(), target="flops=0.9")
+    assert result.meta["round_to"] in (8, 4, 2, 1) and result.meta["warnings"] == []
+    asked = prune(tiny_linknet(), target="flops=0.9", round_to=16)
+    assert asked.meta["round_to"] == result.meta["round_to"]
+    assert asked.meta["warnings"] and asked.meta["warnings"][0].startswith("round_to=16 cannot reach flops=0.9")
 
 
 def test_a_multiple_that_cannot_meet_the_target_falls_back_with_a_warning():

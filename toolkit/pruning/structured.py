@@ -8,7 +8,9 @@ built-in fpgm, l1, l2, taylor, lamp, random, and any plugin's) is an
   the same fraction from each, never emptying a layer and honouring
   ``max_rate`` (``toolkit.pruning.allocation``);
 * ``round_to`` ("auto"): keep channel counts at the nearest multiple of this (8, 16); ``auto``
-  is the measured best of the runtime the model is deployed on, none without one
+  is the measured best of the runtime the model is deployed on (ONNX Runtime's 16 for a
+  FLOP or parameter target when none is named; no rounding for a channel rate or eager
+  PyTorch), lowered silently where a multiple cannot meet the target
   (``toolkit.pruning.rounding``);
 * ``deploy_runtime`` (none): the runtime the model will run on (onnxruntime, openvino, eager),
   which ``round_to=auto`` rounds for;
@@ -67,8 +69,10 @@ from toolkit.results.measure import cost_of, count_flops, count_parameters, redu
 STRUCTURED_OPTIONS: tuple[Option, ...] = (
     Option("global_pruning", bool, False, "rank channels across layers instead of the same rate in each"),
     Option("round_to", str, "auto",
-           "keep channel counts multiples of this (8, 16); auto: the deploy runtime's measured best, none without one"),
-    Option("deploy_runtime", str, "", "the runtime the model is deployed on, which round_to=auto rounds for"),
+           "keep channel counts multiples of this (8, 16, none); auto: the deploy runtime's measured best "
+           "(ONNX Runtime's for a FLOP or parameter target when none is named; a channel rate is not rounded)"),
+    Option("deploy_runtime", str, "", "the runtime the model is deployed on, which round_to=auto rounds for "
+           "(default: onnxruntime for a cost target)"),
     Option("keep_residual", bool, False, "leave summed (residual) channels whole, prune inside blocks"),
     Option("iterative", bool, False, "prune in pruning_steps increments with fine-tuning between them"),
     Option("min_score", float, None, "iterative: stop when the validation score falls below this"),
@@ -157,6 +161,7 @@ def plan_channels(
     target: Target,
     importance: tp.importance.Importance,
     latency_runtime: str = "eager",
+    warn_fallback: bool = True,
     **surgery: Any,
 ) -> RatePlan:
     """How to prune ``model`` to ``target`` (a rate or a cost), decided on copies.
@@ -169,7 +174,8 @@ def plan_channels(
     on_runtime = target.kind == "latency" and latency_runtime != "eager"
     if surgery.get("round_to") or surgery.get("global_pruning") or on_runtime:
         return allocate_channels(model, example_inputs, target, importance,
-                                 latency_runtime=latency_runtime if on_runtime else None, **surgery)
+                                 latency_runtime=latency_runtime if on_runtime else None, warn_fallback=warn_fallback,
+                                 **surgery)
     if target.is_cost:
         return rate_for_target(model, example_inputs, target, importance, **surgery)
     return RatePlan(target.value, None, target.value, [])
@@ -187,6 +193,7 @@ def allocate_channels(
     ignored_layers: Sequence[nn.Module] = (),
     keep_residual: bool = False,
     latency_runtime: str | None = None,
+    warn_fallback: bool = True,
 ) -> RatePlan:
     """Every group's kept count for a rate or a cost target: rounded to the nearest multiple, or ranked globally.
 
@@ -195,8 +202,9 @@ def allocate_channels(
     interleaved on it; it counts as met within the timings' spread. A cost
     target that multiples of ``round_to`` cannot meet (one multiple in every
     thin layer may already remove too little) is met with the largest
-    multiple that can, halving down to 1, and the plan's warning says so;
-    only a target no allocation meets stops with an error.
+    multiple that can, halving down to 1, and the plan's warning says so
+    (unless ``warn_fallback`` is off: ``round_to=auto`` asked for what suits,
+    not for one multiple); only a target no allocation meets stops with an error.
     """
     tries = fallbacks(round_to) if round_to and target.is_cost else [round_to]
     missed: Unreachable | None = None
@@ -210,7 +218,7 @@ def allocate_channels(
             if multiple == tries[-1]:
                 raise
             missed = missed or error
-    if missed is not None:
+    if missed is not None and warn_fallback:
         plan.warnings.append(f"round_to={round_to} cannot reach {target} on this model (came to "
                              f"{missed.reached:.1%}): rounded to multiples of {multiple} instead")
     return plan
@@ -359,6 +367,8 @@ class ImportancePruner:
         cost = request.target if request.target is not None and request.target.is_cost else None
         round_to = resolve_round_to(self.round_to, deployed_on(self.deploy_runtime, self.latency_runtime,
                                                                cost.kind if cost is not None else None))
+        if self.sensitivity and parse_round_to(self.round_to) == "auto":
+            round_to = None  # the scan rounds with Torch-Pruning's round-down, not the allocator's nearest multiple
         surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=round_to,
                                keep_residual=self.keep_residual, max_rate=self.max_rate)
         rate, rate_dict, search, warnings = request.amount, None, None, []
@@ -370,9 +380,11 @@ class ImportancePruner:
         elif self.search:
             plan, search = self._search(request, importance, cost, surgery_options)
             rate, rate_dict, surgery_options = plan.rate, plan.rate_dict, plan.surgery_options(surgery_options)
+            round_to, warnings = plan.round_to, plan.warnings
         elif planned:
             plan = plan_channels(model, x, cost or Target("rate", request.amount), importance,
-                                 latency_runtime=self.latency_runtime, **surgery_options)
+                                 latency_runtime=self.latency_runtime,
+                                 warn_fallback=parse_round_to(self.round_to) != "auto", **surgery_options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
             round_to, warnings = plan.round_to if plan.kept is not None else round_to, plan.warnings
             surgery_options = plan.surgery_options(surgery_options)
@@ -470,13 +482,23 @@ class ImportancePruner:
         (exact per-layer counts, like every allocation) and what the search tried."""
         if cost is None:
             raise UsageError("search needs a cost target (--target flops=0.5 or params=0.5), not a channel rate")
-        allocator, best, tried, seconds = search_allocation(
-            request.model, request.example_inputs, cost, importance,
-            lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
-            recalibrate=request.recalibrate, seed=request.seed, round_to=surgery_options["round_to"],
-            max_rate=self.max_rate, ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual)
+        asked = surgery_options["round_to"]
+        tries = fallbacks(asked) if asked else [asked]
+        for multiple in tries:  # like allocate_channels: the largest multiple whose allocations can meet the target
+            try:
+                allocator, best, tried, seconds = search_allocation(
+                    request.model, request.example_inputs, cost, importance,
+                    lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
+                    recalibrate=request.recalibrate, seed=request.seed, round_to=multiple, max_rate=self.max_rate,
+                    ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual)
+                break
+            except PruningError:
+                if multiple == tries[-1]:
+                    raise
+        warnings = ([f"round_to={asked} cannot reach {cost} on this model: the search rounded to multiples of "
+                     f"{multiple} instead"] if multiple != asked and parse_round_to(self.round_to) != "auto" else [])
         plan = RatePlan(allocator.removed(best.kept), allocator.rate_dict(best.kept), best.reached, [], best.kept,
-                        surgery_options["round_to"])
+                        multiple, warnings)
         return plan, {
             "target": str(cost), "reached": best.reached, "chosen": best.describe(), "kept_channels": best.kept,
             "candidates": [c.describe() for c in tried], "seconds": seconds, "images": self.search_images}
@@ -543,7 +565,8 @@ def prune_channels(
     rate is searched). The segmentation head and classifier are never pruned;
     MA-Net and grouped convolutions work (see ``toolkit.pruning.surgery``).
     ``round_to="auto"`` rounds for ``deploy_runtime`` (or a latency target's
-    ``latency_runtime``), not at all without one (``toolkit.pruning.rounding``).
+    ``latency_runtime``; ONNX Runtime for a FLOP or parameter target; not a
+    ``rate``: ``toolkit.pruning.rounding``).
     A gradient criterion (taylor) must be given as an object already fed with
     backward passes. Returns a ``PruneResult`` whose ``sparsity`` is the
     measured channel rate.
@@ -560,10 +583,11 @@ def prune_channels(
         importance = built
     chosen = Target.parse(target) if target is not None else Target("rate", float(rate))
     check_deploy_runtime(deploy_runtime)
-    round_to = resolve_round_to(round_to, deployed_on(deploy_runtime, latency_runtime, chosen.kind))
+    asked, round_to = round_to, resolve_round_to(round_to, deployed_on(deploy_runtime, latency_runtime, chosen.kind))
     surgery_options = dict(ignored_layers=list(ignored_layers), global_pruning=global_pruning,
                            round_to=round_to, keep_residual=keep_residual, max_rate=max_rate)
-    plan = plan_channels(model, example_inputs, chosen, importance, latency_runtime=latency_runtime, **surgery_options)
+    plan = plan_channels(model, example_inputs, chosen, importance, latency_runtime=latency_runtime,
+                         warn_fallback=parse_round_to(asked) != "auto", **surgery_options)
     search = plan.describe(chosen) if chosen.is_cost else None
     surgery = ChannelSurgery(model, example_inputs, plan.rate, importance, rate_dict=plan.rate_dict,
                              **plan.surgery_options(surgery_options))
