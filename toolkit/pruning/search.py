@@ -19,6 +19,15 @@ BatchNorm statistics re-estimated on training batches (``request.recalibrate``)
 and scored on a few validation images; the best is kept. Candidate 0 is the
 uniform allocation, so the search keeps uniform unless a tilt scores higher.
 Knobs come from a scrambled Sobol sequence seeded by the run's seed.
+
+A latency target on a runtime (``latency_runtime="onnxruntime"`` or
+``"openvino"``) is planned on that runtime's per-layer latency table
+(``toolkit.pruning.latency_table``), so candidates are not timed one by one:
+the uniform candidate is timed against the dense model (interleaved) to learn
+how far the table's reduction overstates the runtime's (the table leaves out
+resizes, adds, normalisation), every candidate is planned on the table with
+that correction, and only the chosen one is timed again and corrected until
+it meets the target within the timings' spread.
 """
 from __future__ import annotations
 
@@ -35,11 +44,16 @@ from tqdm.auto import tqdm
 
 from toolkit.errors import PruningError
 from toolkit.pruning.allocation import Allocation, Allocator, meet_cost, pruned_copy
+from toolkit.pruning.latency_table import latency_costs, measured_reduction
 from toolkit.pruning.targets import TOLERANCE, Target
 from toolkit.results.measure import cost_of, reduction
 
 KNOBS = ("depth", "side", "width")
 SPAN = 1.0  # each knob in [-SPAN, SPAN]: at the corners a group's exponent is up to e**3 apart from another's
+
+
+class NoCandidate(PruningError):
+    """No knob setting gave an allocation that meets the target (a smaller ``round_to`` may)."""
 
 
 @dataclass
@@ -104,39 +118,61 @@ def search_allocation(
     max_rate: float | None = None,
     ignored_layers: Sequence[nn.Module] = (),
     keep_residual: bool = False,
+    latency_runtime: str | None = None,
 ) -> tuple[Allocator, Candidate, list[Candidate], float]:
     """Try ``candidates`` allocations that meet ``target`` (a cost) and return the best by ``evaluate``.
 
-    Returns ``(allocator, best, every candidate, seconds)``; ``allocator.rate_dict(best.kept)``
-    prunes the real model. A knob setting that cannot meet the target is skipped; when none
-    can, ``PruningError``.
+    A latency target needs ``latency_runtime`` (onnxruntime, openvino): it is
+    planned on that runtime's latency table and only the uniform candidate and
+    the chosen one are timed. Returns ``(allocator, best, every candidate, seconds)``;
+    ``allocator.rate_dict(best.kept)`` prunes the real model. A knob setting
+    that cannot meet the target is skipped; when none can, ``PruningError``.
     """
     if not target.is_cost:
         raise PruningError(f"the allocation search needs a cost target (flops=0.5, params=0.5), got {target}")
-    if target.kind == "latency":
-        raise PruningError("the allocation search meets flops or params targets; for latency use latency_runtime")
+    on_runtime = target.kind == "latency"
+    if on_runtime and latency_runtime in (None, "", "eager"):
+        raise PruningError("the allocation search plans a latency target on a runtime's latency table: "
+                           "set latency_runtime=onnxruntime or openvino, or give a flops target")
     t0 = time.perf_counter()
-    allocator = Allocator(model, example_inputs, importance, kind=target.kind, round_to=round_to, max_rate=max_rate,
-                          ignored_layers=list(ignored_layers), keep_residual=keep_residual)
+    allocator = Allocator(model, example_inputs, importance, kind="flops" if on_runtime else target.kind,
+                          round_to=round_to, max_rate=max_rate, ignored_layers=list(ignored_layers),
+                          keep_residual=keep_residual, costs=latency_costs(latency_runtime) if on_runtime else None)
     if not allocator.groups:
         raise PruningError("the allocation search found no prunable layer group in this model")
     features = group_features(allocator, model)
-    before = cost_of(target.kind, model, example_inputs)
+    before = 0.0 if on_runtime else cost_of(target.kind, model, example_inputs)
+    pruned: dict[tuple[int, ...], nn.Module] = {}
+
+    def measure(kept: Allocation) -> tuple[float, float]:
+        """The real reduction of a pruned copy: counted, or timed against the dense model on the runtime."""
+        trial = pruned_copy(model, example_inputs, importance, allocator.rate_dict(kept),
+                            ignored_layers=ignored_layers, keep_residual=keep_residual)
+        pruned[tuple(kept.values())] = trial
+        if on_runtime:
+            return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)
+        return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
+
+    overstated = 0.0  # how far the latency table's reduction exceeds the runtime's, learnt on the uniform candidate
+    if on_runtime:
+        _, kept, reached, noise, _ = meet_cost(allocator, tilted(allocator, features, (0.0, 0.0, 0.0)), target.value,
+                                               measure, tolerance=TOLERANCE / 2)
+        overstated = allocator.reduction(kept) - reached
     tried: list[Candidate] = []
     settings = knob_grid(candidates, seed)
     # a bar on a terminal (a cell takes about a minute on the headline model), silent in logs
     for knobs in tqdm(settings, desc=f"allocation search ({target})", unit="candidate", leave=False, disable=None):
-        pruned: dict[tuple[int, ...], nn.Module] = {}
-
-        def measure(kept: Allocation) -> tuple[float, float]:
-            trial = pruned_copy(model, example_inputs, importance, allocator.rate_dict(kept),
-                                ignored_layers=ignored_layers, keep_residual=keep_residual)
-            pruned[tuple(kept.values())] = trial
-            return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
-
+        family = tilted(allocator, features, knobs)
         try:
-            _, kept, reached, _, _ = meet_cost(allocator, tilted(allocator, features, knobs), target.value, measure,
-                                               tolerance=TOLERANCE / 2)
+            if on_runtime:  # planned on the table, corrected by what the uniform candidate's timing taught
+                _, kept = allocator.closest(family, min(0.999, target.value + overstated))
+                reached = allocator.reduction(kept) - overstated
+                if tuple(kept.values()) not in pruned:
+                    pruned[tuple(kept.values())] = pruned_copy(
+                        model, example_inputs, importance, allocator.rate_dict(kept),
+                        ignored_layers=ignored_layers, keep_residual=keep_residual)
+            else:
+                _, kept, reached, _, _ = meet_cost(allocator, family, target.value, measure, tolerance=TOLERANCE / 2)
         except PruningError:
             continue
         if abs(reached - target.value) <= TOLERANCE:
@@ -146,8 +182,16 @@ def search_allocation(
             with torch.no_grad():
                 score = float(evaluate(trial))
             tried.append(Candidate(knobs, kept, float(reached), score))
-        del pruned
+        pruned.clear()
     if not tried:
-        raise PruningError(f"no allocation the search tried meets {target} on this model: lower the target or round_to")
+        raise NoCandidate(f"no allocation the search tried meets {target} on this model: lower the target or round_to")
     best = max(tried, key=lambda c: c.score)  # the first of equals: uniform wins ties
+    if on_runtime:  # the chosen one timed, and corrected until the runtime says it meets the target
+        _, kept, reached, noise, _ = meet_cost(allocator, tilted(allocator, features, best.knobs), target.value,
+                                               measure, tolerance=TOLERANCE / 2)
+        pruned.clear()
+        if abs(reached - target.value) > max(TOLERANCE, 2 * noise):
+            raise PruningError(f"latency on {latency_runtime} came no closer to {target} than {reached:.1%} with the "
+                               f"chosen allocation: time on a quieter machine or lower the target")
+        best = Candidate(best.knobs, kept, float(reached), best.score)
     return allocator, best, tried, time.perf_counter() - t0

@@ -60,7 +60,7 @@ from toolkit.pruning.allocation import Allocator, Unreachable, meet_cost, pruned
 from toolkit.pruning.latency_table import check_latency_runtime, latency_costs, measured_reduction
 from toolkit.pruning.protect import parse_roles, protected_layers
 from toolkit.pruning.rounding import check_deploy_runtime, deployed_on, fallbacks, parse_round_to, resolve_round_to
-from toolkit.pruning.search import search_allocation
+from toolkit.pruning.search import NoCandidate, search_allocation
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
 from toolkit.pruning.targets import TOLERANCE, Target, find_rate, met
@@ -481,7 +481,8 @@ class ImportancePruner:
         """The best-scoring of ``search`` allocations that meet the request's cost target, as a plan
         (exact per-layer counts, like every allocation) and what the search tried."""
         if cost is None:
-            raise UsageError("search needs a cost target (--target flops=0.5 or params=0.5), not a channel rate")
+            raise UsageError("search needs a cost target (--target flops=0.5, params=0.5, or latency=0.5 with "
+                             "latency_runtime=onnxruntime), not a channel rate")
         asked = surgery_options["round_to"]
         tries = fallbacks(asked) if asked else [asked]
         for multiple in tries:  # like allocate_channels: the largest multiple whose allocations can meet the target
@@ -490,9 +491,10 @@ class ImportancePruner:
                     request.model, request.example_inputs, cost, importance,
                     lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
                     recalibrate=request.recalibrate, seed=request.seed, round_to=multiple, max_rate=self.max_rate,
-                    ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual)
+                    ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual,
+                    latency_runtime=self.latency_runtime)
                 break
-            except PruningError:
+            except NoCandidate:
                 if multiple == tries[-1]:
                     raise
         warnings = ([f"round_to={asked} cannot reach {cost} on this model: the search rounded to multiples of "
