@@ -13,7 +13,9 @@ interquartile ranges). ``test_miou`` comes from a trained grid, not from
 this timing script: ``--miou RUN`` reads a ``toolkit compare`` run (the
 recovery-budget grid of issue 21, with ``fpgm`` and its ``round_to`` variants
 at the same FLOP target) and fills ``test_miou``, its std, seeds and recovery
-budget for every (arch, round_to) the run trained at ``--miou-budget`` steps;
+budget for every (arch, round_to) the run trained at ``--miou-budget`` steps,
+and where the run has the dense control at that budget, ``control_miou`` and
+``delta_pts`` (each seed against its own control);
 ``--no-timing`` fills an existing CSV without timing again.
 
 Weights are random: a latency depends on the shapes, and the shapes come from
@@ -124,22 +126,37 @@ def bench_arch(arch: str, args: Any) -> list[dict]:
 def trained_miou(run_dir: Path, target: str, encoder: str, budget: int, methods: list[str]) -> dict[tuple[str, int], dict]:
     """Test mIoU (mean, std, seeds) of a grid's cells of ``methods`` (fpgm and its variants that only set
     ``round_to``) by (arch, round_to) at ``target`` after ``budget`` recovery steps; ``round_to`` is the
-    cell's option (``auto`` without a deploy runtime: none, 1)."""
+    cell's option (``auto`` without a deploy runtime: none, 1). Where the run has the dense control at the
+    same budget, also its mIoU and the change against it (each seed against its own control), in points."""
     kind, _, value = target.partition("=")
-    groups: dict[tuple[str, int], list[float]] = {}
+    groups: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    control: dict[tuple[str, int], float] = {}
     for r in read_rows(run_dir):
-        if (r.get("status") != "ok" or r.get("seed") == "all" or r.get("method") not in methods or r.get("encoder") != encoder
-                or r.get("target_kind") != kind or abs(float(r["target"]) - float(value)) > 1e-9
+        if (r.get("status") != "ok" or r.get("seed") == "all" or r.get("encoder") != encoder
                 or r.get("recovery_steps") != budget or r.get("test_iou_pruned") is None):
+            continue
+        if r.get("method") == "dense":
+            control[(r["arch"], r["seed"])] = float(r["test_iou_pruned"])
+            continue
+        if (r.get("method") not in methods or r.get("target_kind") != kind
+                or abs(float(r["target"]) - float(value)) > 1e-9):
             continue
         options = r.get("options") or {}
         if set(options) - {"round_to"}:  # another lever changed the model: not the rounding alone
             continue
         rounding = parse_round_to(options.get("round_to", "auto"))
         key = (r["arch"], rounding if isinstance(rounding, int) else 1)
-        groups.setdefault(key, []).append(float(r["test_iou_pruned"]))
-    return {k: {"test_miou": statistics.fmean(v), "test_miou_std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                "miou_seeds": len(v), "miou_recovery_steps": budget} for k, v in groups.items()}
+        groups.setdefault(key, []).append((r["seed"], float(r["test_iou_pruned"])))
+    out = {}
+    for (arch, rounding), seeded in groups.items():
+        v = [iou for _, iou in seeded]
+        out[(arch, rounding)] = {"test_miou": statistics.fmean(v), "test_miou_std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                                 "miou_seeds": len(v), "miou_recovery_steps": budget}
+        paired = [(iou, control[(arch, seed)]) for seed, iou in seeded if (arch, seed) in control]
+        if len(paired) == len(seeded):
+            out[(arch, rounding)].update(control_miou=statistics.fmean(c for _, c in paired),
+                                         delta_pts=100 * statistics.fmean(i - c for i, c in paired))
+    return out
 
 
 def fill_miou(rows: list[dict], args: Any) -> list[dict]:
@@ -175,7 +192,7 @@ def main() -> None:
               f"Total {total[0]:.0f} s.")
     if args.miou:
         rows = fill_miou(rows, args)
-    print(markdown(rows, [*COLUMNS, "test_miou_std", "miou_seeds"]))
+    print(markdown(rows, [*COLUMNS, "test_miou_std", "miou_seeds", "control_miou", "delta_pts"]))
     write_csv(rows, args.csv, line)
 
 
