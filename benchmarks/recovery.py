@@ -1,13 +1,14 @@
-"""Recovery table: what each recovery method keeps of the dense IoU at a FLOP target, at equal budget.
+"""Recovery table: what each recovery method keeps of the dense IoU at a cost target, at equal budget.
 
 Reads a `toolkit compare` run whose methods are one pruner as it is and its
 recovery variants (distillation, sensitivity-aware rates, iterative pruning:
-see `grid-recovery.toml`), and writes one row per (method, FLOP target):
+see `grid-recovery.toml`), and writes one row per (method, cost target: FLOPs,
+then latency, then parameters; ``target_kind`` says which):
 mean ± std over seeds of the test mIoU and of its change against each seed's
 dense model *trained for the same total budget* (the `dense` baseline's row
 of that seed; without one, the dense checkpoint, and the table says so), the
 FLOPs removed, the training steps every row had, and whether the issue's goal
-is met (at most 1 point lost at -50% FLOPs, 3 at -75%). Rows re-timed by
+is met (at most 1 point lost at -50% FLOPs, 3 at -75%; FLOP targets only). Rows re-timed by
 `toolkit report RUN --retime` also get the mean ONNX Runtime and OpenVINO
 speed-ups over the seeds (``onnxruntime_speedup``, ``openvino_speedup``).
 
@@ -31,7 +32,8 @@ from toolkit.results.aggregate import aggregate, mean_std
 from toolkit.results.control import VS_CONTROL, recovery_steps, with_deltas
 
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
-COLUMNS = ["method", "pruner", "target", "recovery_steps", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
+COST_KINDS = ("flops", "latency", "params")  # the table's order
+COLUMNS = ["method", "pruner", "target", "target_kind", "recovery_steps", "flops_reduction_pct", "test_miou", "test_miou_std", "delta_pts",
            "delta_pts_std", "dense_miou", "dense_control", "seeds", "steps", "goal_pts", "goal_met"]
 # speed-ups of the quiet re-timing pass (`toolkit report RUN --retime`), where the rows have them
 RETIMED = {"onnxruntime_speedup": "retimed_onnxruntime_speedup", "openvino_speedup": "retimed_openvino_speedup"}
@@ -47,14 +49,17 @@ def main() -> None:
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
     every = with_deltas(r for r in read_rows(args.run_dir) if r.get("status") == "ok")
-    rows = [r for r in every if r.get("target_kind") == "flops" and (methods is None or r["method"] in methods)]
+    rows = [r for r in every if r.get("target_kind") in COST_KINDS and (methods is None or r["method"] in methods)]
     if not rows:
-        sys.exit(f"error: no finished FLOP-target cells in {args.run_dir}")
+        sys.exit(f"error: no finished cost-target cells (flops, latency, params) in {args.run_dir}")
     table = []
     order = methods or sorted({r["method"] for r in rows})
-    for target, budget in sorted({(r["target"], recovery_steps(r)) for r in rows}):
+    cells = {(COST_KINDS.index(r["target_kind"]), r["target"], recovery_steps(r)) for r in rows}
+    for kind_index, target, budget in sorted(cells):
+        kind = COST_KINDS[kind_index]
         for method in order:
-            group = [r for r in rows if r["method"] == method and (r["target"], recovery_steps(r)) == (target, budget)]
+            group = [r for r in rows if r["method"] == method and r["target_kind"] == kind
+                     and (r["target"], recovery_steps(r)) == (target, budget)]
             if not group:
                 continue
             miou, miou_std = mean_std([r["test_iou_pruned"] for r in group])
@@ -62,9 +67,10 @@ def main() -> None:
             reference = [r["test_iou_pruned"] - r["test_iou_delta"] for r in group]
             delta, delta_std = mean_std([100 * r["test_iou_delta"] for r in group])
             same_budget = all(r["delta_reference"] == VS_CONTROL for r in group)
-            goal = GOALS.get(round(target, 2))
+            goal = GOALS.get(round(target, 2)) if kind == "flops" else None  # the issue's goals are FLOP targets
             table.append({
-                "method": method, "pruner": group[0]["plugin"], "target": target, "recovery_steps": budget,
+                "method": method, "pruner": group[0]["plugin"], "target": target, "target_kind": kind,
+                "recovery_steps": budget,
                 "flops_reduction_pct": round(100 * statistics.fmean(r["flops_reduction"] for r in group), 1),
                 "test_miou": round(miou, 4), "test_miou_std": round(miou_std, 4),
                 "delta_pts": round(delta, 2), "delta_pts_std": round(delta_std, 2),
