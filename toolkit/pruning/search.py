@@ -144,19 +144,25 @@ def search_allocation(
     before = 0.0 if on_runtime else cost_of(target.kind, model, example_inputs)
     pruned: dict[tuple[int, ...], nn.Module] = {}
 
+    def copy_with(kept: Allocation) -> nn.Module:
+        """The model pruned to ``kept`` on a copy, made once per allocation."""
+        key = tuple(kept.values())
+        if key not in pruned:
+            pruned[key] = pruned_copy(model, example_inputs, importance, allocator.rate_dict(kept),
+                                      ignored_layers=ignored_layers, keep_residual=keep_residual)
+        return pruned[key]
+
     def measure(kept: Allocation) -> tuple[float, float]:
         """The real reduction of a pruned copy: counted, or timed against the dense model on the runtime."""
-        trial = pruned_copy(model, example_inputs, importance, allocator.rate_dict(kept),
-                            ignored_layers=ignored_layers, keep_residual=keep_residual)
-        pruned[tuple(kept.values())] = trial
+        trial = copy_with(kept)
         if on_runtime:
             return measured_reduction(model, trial, example_inputs, runtime=latency_runtime)
         return reduction(before, cost_of(target.kind, trial, example_inputs)), 0.0
 
     overstated = 0.0  # how far the latency table's reduction exceeds the runtime's, learnt on the uniform candidate
     if on_runtime:
-        _, kept, reached, noise, _ = meet_cost(allocator, tilted(allocator, features, (0.0, 0.0, 0.0)), target.value,
-                                               measure, tolerance=TOLERANCE / 2)
+        _, kept, reached, _, _ = meet_cost(allocator, tilted(allocator, features, (0.0, 0.0, 0.0)), target.value,
+                                           measure, tolerance=TOLERANCE / 2)
         overstated = allocator.reduction(kept) - reached
     tried: list[Candidate] = []
     settings = knob_grid(candidates, seed)
@@ -167,16 +173,12 @@ def search_allocation(
             if on_runtime:  # planned on the table, corrected by what the uniform candidate's timing taught
                 _, kept = allocator.closest(family, min(0.999, target.value + overstated))
                 reached = allocator.reduction(kept) - overstated
-                if tuple(kept.values()) not in pruned:
-                    pruned[tuple(kept.values())] = pruned_copy(
-                        model, example_inputs, importance, allocator.rate_dict(kept),
-                        ignored_layers=ignored_layers, keep_residual=keep_residual)
             else:
                 _, kept, reached, _, _ = meet_cost(allocator, family, target.value, measure, tolerance=TOLERANCE / 2)
         except PruningError:
             continue
         if abs(reached - target.value) <= TOLERANCE:
-            trial = pruned[tuple(kept.values())]
+            trial = copy_with(kept)
             if recalibrate is not None:
                 recalibrate(trial)
             with torch.no_grad():
