@@ -13,6 +13,8 @@ from toolkit.cli import main
 # 60 s was seen to fail with six test runs sharing two cores; the other cell times only eager PyTorch (no
 # export), which leaves it inside 50 s on a machine running one suite (40 s failed on Ray with a second job running)
 TIMEOUT = 50
+# with the Ray tests on one xdist worker: the other worker's load stays one test, not two grids
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.mark.slow

@@ -16,7 +16,8 @@ import torch
 
 from toolkit.cli import main
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs every test that starts a Ray cluster: one cluster at a time on a small machine
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 TINY = ["--datasets", "synthetic", "--sparsities", "0.5", "--encoder", "resnet18", "--image-size", "64",
         "--limit", "16", "--epochs", "1", "--batch-size", "2", "--steps-per-epoch", "1", "--threads", "1",

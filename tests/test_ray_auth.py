@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs every test that starts a Ray cluster: one cluster at a time on a small machine
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 # one dense model and one cell, on the head's one CPU
 TINY = ["--archs", "fpn", "--plugins", "l1", "--datasets", "synthetic", "--sparsities", "0.5", "--encoder",

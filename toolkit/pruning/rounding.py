@@ -17,6 +17,8 @@ turns rounding off.
 """
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 from toolkit.errors import UsageError
 from toolkit.results.runtimes import RUNTIMES
 
@@ -81,3 +83,23 @@ def fallbacks(multiple: int) -> list[int]:
     while out[-1] > 1:
         out.append(out[-1] // 2)
     return out
+
+
+T = TypeVar("T")
+
+
+def with_fallbacks(multiple: int | None, attempt: Callable[[int | None], T],
+                   misses: type[Exception] | tuple[type[Exception], ...]) -> tuple[T, int | None, Exception | None]:
+    """``attempt(m)`` with the largest of ``fallbacks(multiple)`` that does not raise ``misses`` (one attempt
+    when ``multiple`` is None): what it returned, the multiple it used, and the first miss (None when
+    ``multiple`` itself did). The smallest multiple's miss is raised: no rounding meets the target either."""
+    tries = fallbacks(multiple) if multiple else [multiple]
+    first: Exception | None = None
+    for tried in tries:
+        try:
+            return attempt(tried), tried, first
+        except misses as error:
+            if tried == tries[-1]:
+                raise
+            first = first or error
+    raise AssertionError("unreachable: the last try returns or raises")

@@ -59,7 +59,8 @@ from toolkit.errors import PruningError, UsageError
 from toolkit.pruning.allocation import Allocator, Unreachable, meet_cost, pruned_copy
 from toolkit.pruning.latency_table import check_latency_runtime, latency_costs, measured_reduction
 from toolkit.pruning.protect import parse_roles, protected_layers
-from toolkit.pruning.rounding import check_deploy_runtime, deployed_on, fallbacks, parse_round_to, resolve_round_to
+from toolkit.pruning.rounding import (check_deploy_runtime, deployed_on, parse_round_to, resolve_round_to,
+                                      with_fallbacks)
 from toolkit.pruning.search import NoCandidate, search_allocation
 from toolkit.pruning.sensitivity import scan, sensitive_rates
 from toolkit.pruning.surgery import ChannelSurgery, channel_counts, channel_sparsity
@@ -206,19 +207,15 @@ def allocate_channels(
     (unless ``warn_fallback`` is off: ``round_to=auto`` asked for what suits,
     not for one multiple); only a target no allocation meets stops with an error.
     """
-    tries = fallbacks(round_to) if round_to and target.is_cost else [round_to]
-    missed: Unreachable | None = None
-    for multiple in tries:
-        try:
-            plan = _allocate(model, example_inputs, target, importance, global_pruning=global_pruning,
-                             round_to=multiple, max_rate=max_rate, ignored_layers=ignored_layers,
-                             keep_residual=keep_residual, latency_runtime=latency_runtime)
-            break
-        except Unreachable as error:
-            if multiple == tries[-1]:
-                raise
-            missed = missed or error
-    if missed is not None and warn_fallback:
+    def attempt(multiple: int | None) -> RatePlan:
+        return _allocate(model, example_inputs, target, importance, global_pruning=global_pruning,
+                         round_to=multiple, max_rate=max_rate, ignored_layers=ignored_layers,
+                         keep_residual=keep_residual, latency_runtime=latency_runtime)
+
+    if not target.is_cost:  # a channel rate is rounded as asked: there is no cost to fall short of
+        return attempt(round_to)
+    plan, multiple, missed = with_fallbacks(round_to, attempt, Unreachable)
+    if isinstance(missed, Unreachable) and warn_fallback:
         plan.warnings.append(f"round_to={round_to} cannot reach {target} on this model (came to "
                              f"{missed.reached:.1%}): rounded to multiples of {multiple} instead")
     return plan
@@ -349,6 +346,11 @@ class ImportancePruner:
         if self.max_rate is not None and not 0.0 < self.max_rate <= 1.0:
             raise UsageError(f"max_rate must lie in (0, 1], got {self.max_rate}")
 
+    @property
+    def rounds_as_suits(self) -> bool:
+        """``round_to=auto``: the multiple is the toolkit's choice, so falling back to a smaller one is no news."""
+        return parse_round_to(self.round_to) == "auto"
+
     def _scan_rates(self) -> tuple[float, ...]:
         try:
             rates = tuple(float(r) for r in self.sensitivity_rates.split(",") if r.strip())
@@ -367,7 +369,7 @@ class ImportancePruner:
         cost = request.target if request.target is not None and request.target.is_cost else None
         round_to = resolve_round_to(self.round_to, deployed_on(self.deploy_runtime, self.latency_runtime,
                                                                cost.kind if cost is not None else None))
-        if self.sensitivity and parse_round_to(self.round_to) == "auto":
+        if self.sensitivity and self.rounds_as_suits:
             round_to = None  # the scan rounds with Torch-Pruning's round-down, not the allocator's nearest multiple
         surgery_options = dict(ignored_layers=ignored, global_pruning=self.global_pruning, round_to=round_to,
                                keep_residual=self.keep_residual, max_rate=self.max_rate)
@@ -384,7 +386,7 @@ class ImportancePruner:
         elif planned:
             plan = plan_channels(model, x, cost or Target("rate", request.amount), importance,
                                  latency_runtime=self.latency_runtime,
-                                 warn_fallback=parse_round_to(self.round_to) != "auto", **surgery_options)
+                                 warn_fallback=not self.rounds_as_suits, **surgery_options)
             rate, rate_dict, search = plan.rate, plan.rate_dict, plan.describe(cost) if cost is not None else None
             round_to, warnings = plan.round_to if plan.kept is not None else round_to, plan.warnings
             surgery_options = plan.surgery_options(surgery_options)
@@ -484,21 +486,18 @@ class ImportancePruner:
             raise UsageError("search needs a cost target (--target flops=0.5, params=0.5, or latency=0.5 with "
                              "latency_runtime=onnxruntime), not a channel rate")
         asked = surgery_options["round_to"]
-        tries = fallbacks(asked) if asked else [asked]
-        for multiple in tries:  # like allocate_channels: the largest multiple whose allocations can meet the target
-            try:
-                allocator, best, tried, seconds = search_allocation(
-                    request.model, request.example_inputs, cost, importance,
-                    lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
-                    recalibrate=request.recalibrate, seed=request.seed, round_to=multiple, max_rate=self.max_rate,
-                    ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual,
-                    latency_runtime=self.latency_runtime)
-                break
-            except NoCandidate:
-                if multiple == tries[-1]:
-                    raise
+
+        def attempt(multiple: int | None) -> Any:  # like allocate_channels: the largest multiple that can meet it
+            return search_allocation(
+                request.model, request.example_inputs, cost, importance,
+                lambda m: request.evaluate(m, limit=self.search_images), candidates=self.search,
+                recalibrate=request.recalibrate, seed=request.seed, round_to=multiple, max_rate=self.max_rate,
+                ignored_layers=surgery_options["ignored_layers"], keep_residual=self.keep_residual,
+                latency_runtime=self.latency_runtime)
+
+        (allocator, best, tried, seconds), multiple, _ = with_fallbacks(asked, attempt, NoCandidate)
         warnings = ([f"round_to={asked} cannot reach {cost} on this model: the search rounded to multiples of "
-                     f"{multiple} instead"] if multiple != asked and parse_round_to(self.round_to) != "auto" else [])
+                     f"{multiple} instead"] if multiple != asked and not self.rounds_as_suits else [])
         plan = RatePlan(allocator.removed(best.kept), allocator.rate_dict(best.kept), best.reached, [], best.kept,
                         multiple, warnings)
         return plan, {
