@@ -19,6 +19,10 @@ them as recovery curves (the report's figure, for the methods chosen):
 
     python benchmarks/recovery.py runs/recovery-budget --methods fpgm,fpgm-byflops \
         --csv benchmarks/results/recovery-budget.csv --figure benchmarks/figures/recovery-budget.png
+
+A lever of the dense stage (prune-aware training) has a dense model of its own, so its own run:
+``--also runs/pa-g1e-2=pa1e-2`` adds that run's methods as ``fpgm-pa1e-2``, judged against this
+run's dense control of the same seed and budget.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from pathlib import Path
 from common import markdown, parser, read_rows, setup, write_csv
 
 from toolkit.results.aggregate import aggregate, mean_std
-from toolkit.results.control import VS_CONTROL, recovery_steps, with_deltas
+from toolkit.results.control import VS_CONTROL, is_control, recovery_steps, with_deltas
 
 GOALS = {0.5: 1.0, 0.75: 3.0}  # FLOP target -> most IoU points it may cost
 COST_KINDS = ("flops", "latency", "params")  # the table's order
@@ -44,11 +48,14 @@ def main() -> None:
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
     p.add_argument("--methods", help="comma list of methods (plugins or variants) to tabulate (default: all)")
     p.add_argument("--figure", type=Path, help="also draw the recovery curves (IoU and its change against budget)")
+    p.add_argument("--also", action="append", default=[], metavar="RUN=LABEL",
+                   help="a run whose dense stage differed (e.g. prune-aware training, --sparsity-regularizer): "
+                        "its methods are tabulated as METHOD-LABEL against this run's same-budget dense controls")
     p.set_defaults(csv=Path(__file__).parent / "results" / "recovery.csv")
     args = p.parse_args()
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
-    every = with_deltas(r for r in read_rows(args.run_dir) if r.get("status") == "ok")
+    every = with_deltas([*(r for r in read_rows(args.run_dir) if r.get("status") == "ok"), *also_rows(args.also)])
     rows = [r for r in every if r.get("target_kind") in COST_KINDS and (methods is None or r["method"] in methods)]
     if not rows:
         sys.exit(f"error: no finished cost-target cells (flops, latency, params) in {args.run_dir}")
@@ -88,6 +95,19 @@ def main() -> None:
 
         drawn = [r for r in every if r["method"] == "dense" or r in rows]
         print(f"figure: {plot_recovery(aggregate(drawn), args.figure, 'the dense control, same budget')}")
+
+
+def also_rows(specs: list[str]) -> list[dict]:
+    """The finished pruned rows of each ``RUN=LABEL``, their method renamed METHOD-LABEL. Their own dense
+    controls are left out: a lever of the dense stage is judged against the ordinary dense model's control."""
+    out = []
+    for spec in specs:
+        run, sep, label = spec.rpartition("=")
+        if not sep or not run or not label:
+            sys.exit(f"error: --also takes RUN=LABEL (e.g. runs/pa-g1e-2=pa1e-2), got {spec!r}")
+        out += [{**r, "method": f"{r['method']}-{label}"} for r in read_rows(Path(run))
+                if r.get("status") == "ok" and not is_control(r)]
+    return out
 
 
 if __name__ == "__main__":
