@@ -93,13 +93,11 @@ def with_fallbacks(multiple: int | None, attempt: Callable[[int | None], T],
     """``attempt(m)`` with the largest of ``fallbacks(multiple)`` that does not raise ``misses`` (one attempt
     when ``multiple`` is None): what it returned, the multiple it used, and the first miss (None when
     ``multiple`` itself did). The smallest multiple's miss is raised: no rounding meets the target either."""
-    tries = fallbacks(multiple) if multiple else [multiple]
+    *larger, last = fallbacks(multiple) if multiple else [multiple]
     first: Exception | None = None
-    for tried in tries:
+    for tried in larger:
         try:
             return attempt(tried), tried, first
         except misses as error:
-            if tried == tries[-1]:
-                raise
             first = first or error
-    raise AssertionError("unreachable: the last try returns or raises")
+    return attempt(last), last, first
