@@ -34,9 +34,10 @@ HERE = Path(__file__).parent
 def slow_plugin_dir(tmp_path_factory) -> Path:
     """tests/slow_plugin pip-installed as a user would, into a folder of its own: child
     processes and Ray workers find it through PYTHONPATH, where a fixture's registration does not reach."""
+    from plugin_helpers import pip_install
+
     target = tmp_path_factory.mktemp("slow-site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(HERE / "slow_plugin")], check=True, capture_output=True)
+    pip_install(HERE / "slow_plugin", target)
     return target
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,12 +19,19 @@ MODULES = ("toolkit_sample_plugin", "toolkit_sample_structured", "toolkit_broken
 
 
 def pip_install(project: Path, target: Path) -> None:
-    """Install a plugin project as a user would, into a private target folder."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(project)],
-        check=True, capture_output=True,
-    )
+    """Install a plugin project as a user would, into a private target folder.
+
+    pip builds in the project's own folder (``build/``, ``*.egg-info``); test workers
+    running side by side (pytest-xdist) would clean each other's build half-way and
+    install a plugin without its entry points, so each install builds a private copy."""
+    with tempfile.TemporaryDirectory(prefix=f"{project.name}-") as scratch:
+        source = Path(scratch) / project.name
+        shutil.copytree(project, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+             "--target", str(target), str(source)],
+            check=True, capture_output=True,
+        )
 
 
 @pytest.fixture(scope="module")
