@@ -20,6 +20,8 @@ them as recovery curves (the report's figure, for the methods chosen):
     python benchmarks/recovery.py runs/recovery-budget --methods fpgm,fpgm-byflops \
         --csv benchmarks/results/recovery-budget.csv --figure benchmarks/figures/recovery-budget.png
 
+``--targets 0.5`` keeps one cost target (a figure of the levers at -50% alone).
+
 A lever of the dense stage (prune-aware training) has a dense model of its own, so its own run:
 ``--also runs/pa-g1e-2=pa1e-2`` adds that run's methods as ``fpgm-pa1e-2``, judged against this
 run's dense control of the same seed and budget.
@@ -47,6 +49,7 @@ def main() -> None:
     p = parser("recovery", __doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
     p.add_argument("--methods", help="comma list of methods (plugins or variants) to tabulate (default: all)")
+    p.add_argument("--targets", help="comma list of cost-target values to keep, e.g. 0.5 (default: all)")
     p.add_argument("--figure", type=Path, help="also draw the recovery curves (IoU and its change against budget)")
     p.add_argument("--also", action="append", default=[], metavar="RUN=LABEL",
                    help="a run whose dense stage differed (e.g. prune-aware training, --sparsity-regularizer): "
@@ -55,8 +58,10 @@ def main() -> None:
     args = p.parse_args()
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
+    targets = {round(float(t), 4) for t in args.targets.split(",")} if args.targets else None
     every = with_deltas([*(r for r in read_rows(args.run_dir) if r.get("status") == "ok"), *also_rows(args.also)])
-    rows = [r for r in every if r.get("target_kind") in COST_KINDS and (methods is None or r["method"] in methods)]
+    rows = [r for r in every if r.get("target_kind") in COST_KINDS and (methods is None or r["method"] in methods)
+            and (targets is None or round(float(r["target"]), 4) in targets)]
     if not rows:
         sys.exit(f"error: no finished cost-target cells (flops, latency, params) in {args.run_dir}")
     table = []
