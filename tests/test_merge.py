@@ -24,6 +24,9 @@ def test_merge_joins_seeds_run_apart_into_one_table(tmp_path, monkeypatch, capsy
     a, b = tmp_path / "machine-a", tmp_path / "machine-b"
     run_grid(seed_grid([0]), a)
     run_grid(seed_grid([1]), b)
+    started = a / "cells" / "fpn__synthetic__l1__0.5__s1"  # a cell machine A began and never finished
+    started.mkdir()
+    (started / "prune_metrics.csv").write_text("step\n")
 
     assert main(["merge", str(b), "--into", str(a)]) == 0
     assert "merged 1 cells and 1 dense models" in capsys.readouterr().out
@@ -31,6 +34,7 @@ def test_merge_joins_seeds_run_apart_into_one_table(tmp_path, monkeypatch, capsy
     assert sorted(r["seed"] for r in rows) == [0, 1]
     assert (a / "dense" / "fpn__synthetic__s1").is_dir() and (a / "cells" / "fpn__synthetic__l1__0.5__s1").is_dir()
     assert not list(a.rglob("*_last.pt")) and not list(a.rglob("*.partial"))
+    assert (started / "result.json").is_file()  # the finished copy took the started one's place
 
     with open(a / "results.csv") as f:
         l1 = [r for r in csv.DictReader(f) if r["method"] == "l1" and r["seed"] == "all"]

@@ -4,7 +4,8 @@ into one, so a single report holds them all.
 A grid split by hand (``--seeds 0`` here, ``--seeds 1`` there) is the simplest way to
 use two machines without a Ray cluster. Cells are only joined when the folders were made
 with the same settings (``settings.json``), as ``compare`` refuses to resume otherwise;
-a cell both folders hold is kept from the destination. Resume checkpoints (``*_last.pt``)
+a cell both folders finished is kept from the destination, one the destination only started
+is replaced by the finished one. Resume checkpoints (``*_last.pt``)
 are left behind: they only restart an interrupted stage.
 """
 from __future__ import annotations
@@ -47,10 +48,12 @@ def _check_same(dest: Path, src: Path, force: bool) -> None:
 
 
 def _copy(src: Path, dest: Path) -> None:
-    """Copy under a temporary name, then rename: an interrupted merge leaves no half cell."""
+    """Copy under a temporary name, then rename: an interrupted merge leaves no half cell.
+    A destination folder without a finished row (a cell stopped half-way) gives way to the finished copy."""
     tmp = dest.with_name(f".{dest.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src.resolve(), tmp, ignore=shutil.ignore_patterns(RESUME_FILES))
+    shutil.rmtree(dest, ignore_errors=True)
     tmp.replace(dest)
 
 
