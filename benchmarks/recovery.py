@@ -20,7 +20,7 @@ them as recovery curves (the report's figure, for the methods chosen):
     python benchmarks/recovery.py runs/recovery-budget --methods fpgm,fpgm-byflops \
         --csv benchmarks/results/recovery-budget.csv --figure benchmarks/figures/recovery-budget.png
 
-``--targets 0.5`` keeps one cost target (a figure of the levers at -50% alone).
+``--targets 0.5`` keeps one cost target and ``--seeds 0`` one seed (a figure of the levers at -50%, run on seed 0).
 
 A lever of the dense stage (prune-aware training) has a dense model of its own, so its own run:
 ``--also runs/pa-g1e-2=pa1e-2`` adds that run's methods as ``fpgm-pa1e-2``, judged against this
@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
     p.add_argument("--methods", help="comma list of methods (plugins or variants) to tabulate (default: all)")
     p.add_argument("--targets", help="comma list of cost-target values to keep, e.g. 0.5 (default: all)")
+    p.add_argument("--seeds", help="comma list of seeds to keep, e.g. 0 for levers run on one seed (default: all)")
     p.add_argument("--figure", type=Path, help="also draw the recovery curves (IoU and its change against budget)")
     p.add_argument("--also", action="append", default=[], metavar="RUN=LABEL",
                    help="a run whose dense stage differed (e.g. prune-aware training, --sparsity-regularizer): "
@@ -59,7 +60,9 @@ def main() -> None:
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
     targets = {round(float(t), 4) for t in args.targets.split(",")} if args.targets else None
-    every = with_deltas([*(r for r in read_rows(args.run_dir) if r.get("status") == "ok"), *also_rows(args.also)])
+    seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
+    every = with_deltas([r for r in [*(r for r in read_rows(args.run_dir) if r.get("status") == "ok"), *also_rows(args.also)]
+                         if seeds is None or int(r["seed"]) in seeds])
     rows = [r for r in every if r.get("target_kind") in COST_KINDS and (methods is None or r["method"] in methods)
             and (targets is None or round(float(r["target"]), 4) in targets)]
     if not rows:
