@@ -32,7 +32,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import markdown, parser, read_rows, setup, write_csv
+from common import csv_list, markdown, parser, read_rows, setup, write_csv
 
 from toolkit.results.aggregate import aggregate, mean_std
 from toolkit.results.control import VS_CONTROL, is_control, recovery_steps, with_deltas
@@ -49,8 +49,8 @@ def main() -> None:
     p = parser("recovery", __doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path, help="folder written by `toolkit compare`")
     p.add_argument("--methods", help="comma list of methods (plugins or variants) to tabulate (default: all)")
-    p.add_argument("--targets", help="comma list of cost-target values to keep, e.g. 0.5 (default: all)")
-    p.add_argument("--seeds", help="comma list of seeds to keep, e.g. 0 for levers run on one seed (default: all)")
+    p.add_argument("--targets", type=csv_list(float), help="comma list of cost-target values to keep, e.g. 0.5 (default: all)")
+    p.add_argument("--seeds", type=csv_list(int), help="comma list of seeds to keep, e.g. 0 for levers run on one seed (default: all)")
     p.add_argument("--figure", type=Path, help="also draw the recovery curves (IoU and its change against budget)")
     p.add_argument("--also", action="append", default=[], metavar="RUN=LABEL",
                    help="a run whose dense stage differed (e.g. prune-aware training, --sparsity-regularizer): "
@@ -59,10 +59,9 @@ def main() -> None:
     args = p.parse_args()
     machine_line = setup(args)
     methods = args.methods.split(",") if args.methods else None
-    targets = {round(float(t), 4) for t in args.targets.split(",")} if args.targets else None
-    seeds = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    every = with_deltas([r for r in [*(r for r in read_rows(args.run_dir) if r.get("status") == "ok"), *also_rows(args.also)]
-                         if seeds is None or int(r["seed"]) in seeds])
+    targets = {round(t, 4) for t in args.targets} if args.targets else None
+    finished = [*(r for r in read_rows(args.run_dir) if r.get("status") == "ok"), *also_rows(args.also)]
+    every = with_deltas([r for r in finished if not args.seeds or int(r["seed"]) in args.seeds])
     rows = [r for r in every if r.get("target_kind") in COST_KINDS and (methods is None or r["method"] in methods)
             and (targets is None or round(float(r["target"]), 4) in targets)]
     if not rows:
